@@ -1,0 +1,172 @@
+"""`churn data`: generate, ingest, validate and list customer data."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from churn_mlops.cli.output import ChurnGroup, print_json, progress, status, table
+from churn_mlops.data import ingest as jobs
+from churn_mlops.data.lake import Lake, LakeVersion
+from churn_mlops.data.sinks import write_frames
+from churn_mlops.data.sources import Source
+from churn_mlops.data.spec import DatasetSpec, load_spec
+from churn_mlops.data.synthetic import generate
+from churn_mlops.settings import get_settings
+
+app = typer.Typer(
+    cls=ChurnGroup, help="Customer data: generate, ingest, validate, list.", no_args_is_help=True
+)
+
+SourceOption = Annotated[
+    str, typer.Option("--source", "-s", help="CSV or Parquet path, or a SQLAlchemy URL.")
+]
+TableOption = Annotated[str | None, typer.Option("--table", help="Table to read, for a database source.")]
+QueryOption = Annotated[str | None, typer.Option("--query", help="SQL query to read, for a database source.")]
+SpecOption = Annotated[Path | None, typer.Option(help="Dataset spec YAML (default: built-in Telco spec).")]
+UnlabelledOption = Annotated[bool, typer.Option(help="Accept data without the target column.")]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def _spec(path: Path | None) -> DatasetSpec:
+    return load_spec(path or get_settings().data.spec)
+
+
+@app.command("generate")
+def generate_command(
+    output: Annotated[
+        str, typer.Option("--output", "-o", help="Where to write: .csv, .parquet or a SQLAlchemy URL.")
+    ],
+    rows: Annotated[int, typer.Option(min=1, help="Number of customers.")] = 7043,
+    table_name: Annotated[
+        str, typer.Option("--table", help="Table name, for a database output.")
+    ] = "customers",
+    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same customers.")] = 0,
+    drift: Annotated[
+        float, typer.Option(min=0, max=1, help="Shift the customer mix (0 none, 1 strong).")
+    ] = 0.0,
+    bad_fraction: Annotated[
+        float, typer.Option(min=0, max=1, help="Fraction of rows to break on purpose.")
+    ] = 0.0,
+    force: Annotated[bool, typer.Option(help="Replace an existing file or table.")] = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Write synthetic Telco-schema customers with a realistic churn signal."""
+    target = Source(output, table=table_name)
+    with progress("generating customers", total=rows) as advance:
+        frames = generate(rows, seed=seed, drift=drift, bad_fraction=bad_fraction)
+        written = write_frames(frames, target, overwrite=force, progress=advance)
+    summary = {"rows": written, "output": target.describe(), "seed": seed, "drift": drift}
+    if as_json:
+        print_json(summary)
+    else:
+        typer.echo(f"wrote {written} customers to {target.describe()}")
+
+
+@app.command("ingest")
+def ingest_command(
+    source: SourceOption,
+    table_name: TableOption = None,
+    query: QueryOption = None,
+    spec: SpecOption = None,
+    unlabelled: UnlabelledOption = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Validate a source and store its valid rows as a versioned lake table."""
+    settings = get_settings()
+    with status(f"ingesting {source}"):
+        result = jobs.ingest(
+            Source(source, table_name, query),
+            _spec(spec),
+            lake=Lake(settings.lake_dir),
+            quarantine_dir=settings.quarantine_dir,
+            require_target=not unlabelled,
+        )
+    _report(result, as_json)
+
+
+@app.command("validate")
+def validate_command(
+    source: SourceOption,
+    table_name: TableOption = None,
+    query: QueryOption = None,
+    spec: SpecOption = None,
+    unlabelled: UnlabelledOption = False,
+    quarantine: Annotated[bool, typer.Option(help="Write quarantined rows to CHURN_HOME.")] = True,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a source against the dataset spec without storing it."""
+    settings = get_settings()
+    with status(f"validating {source}"):
+        result = jobs.check(
+            Source(source, table_name, query),
+            _spec(spec),
+            quarantine_dir=settings.quarantine_dir if quarantine else None,
+            require_target=not unlabelled,
+        )
+    _report(result, as_json)
+
+
+@app.command("list")
+def list_command(
+    dataset: Annotated[str | None, typer.Option(help="Only versions of this dataset.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List the versions in the lake, oldest first."""
+    versions = Lake(get_settings().lake_dir).versions(dataset)
+    if as_json:
+        print_json([_version_json(v) for v in versions])
+        return
+    rows = [(m.dataset, m.version, m.rows, m.created_at, m.source) for m in (v.manifest for v in versions)]
+    table("Lake versions", ["dataset", "version", "rows", "created", "source"], rows)
+
+
+@app.command("show")
+def show_command(
+    version: Annotated[str, typer.Argument(help="Version id, a unique prefix, or 'latest'.")],
+    as_json: JsonOption = False,
+) -> None:
+    """Show one lake version's manifest."""
+    found = Lake(get_settings().lake_dir).get(version)
+    if as_json:
+        print_json(_version_json(found))
+        return
+    manifest = _version_json(found)
+    table(
+        f"Lake version {found.manifest.version}",
+        ["field", "value"],
+        [(k, v) for k, v in manifest.items() if k != "validation"],
+    )
+
+
+def _version_json(version: LakeVersion) -> dict[str, object]:
+    return {**vars(version.manifest), "path": str(version.data_path)}
+
+
+def _report(result: jobs.IngestResult, as_json: bool) -> None:
+    summary = result.summary()
+    if as_json:
+        print_json(summary)
+        return
+    report = result.report
+    lines: list[tuple[str, object]] = [
+        ("rows in", report.rows_in),
+        ("valid", report.rows_valid),
+        ("quarantined", report.rows_quarantined),
+    ]
+    if report.target_rate is not None:
+        lines.append(("target rate", f"{report.target_rate:.1%}"))
+    if result.version is not None:
+        state = "new" if result.version.created else "already in the lake"
+        lines += [
+            ("lake version", f"{result.version.manifest.version} ({state})"),
+            ("lake path", summary["lake_path"]),
+        ]
+    if result.quarantine_path is not None:
+        lines.append(("quarantine", str(result.quarantine_path)))
+    table(f"Validation of {report.spec} data", ["", ""], lines)
+    if report.failures:
+        failures = [(f["column"], f["check"], f["rows"], f["example"]) for f in report.failures]
+        table("Quarantined rows by reason", ["column", "check", "rows", "example"], failures)

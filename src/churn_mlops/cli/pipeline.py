@@ -1,0 +1,51 @@
+"""`churn pipeline`: the main job, end to end on the embedded default."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from churn_mlops.cli.data import JsonOption, QueryOption, SpecOption, TableOption, _report, _spec
+from churn_mlops.cli.output import ChurnGroup, err, progress, status
+from churn_mlops.data.ingest import ingest
+from churn_mlops.data.lake import Lake
+from churn_mlops.data.sinks import write_frames
+from churn_mlops.data.sources import Source
+from churn_mlops.data.synthetic import generate
+from churn_mlops.settings import Settings, get_settings
+
+app = typer.Typer(cls=ChurnGroup, help="The main job, end to end.", no_args_is_help=True)
+DEMO_ROWS = 7043
+
+
+@app.command("run")
+def run_command(
+    source: Annotated[
+        str | None,
+        typer.Option("--source", "-s", help="Customer data (default: the demo customer database)."),
+    ] = None,
+    table_name: TableOption = None,
+    query: QueryOption = None,
+    spec: SpecOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run the pipeline: ingest and validate customer data into the lake."""
+    settings = get_settings()
+    origin = Source(source, table_name, query) if source else _demo_database(settings)
+    with status(f"ingesting {origin.describe()}"):
+        result = ingest(
+            origin, _spec(spec), lake=Lake(settings.lake_dir), quarantine_dir=settings.quarantine_dir
+        )
+    _report(result, as_json)
+
+
+def _demo_database(settings: Settings) -> Source:
+    """The demo's customer database: a SQLite file of synthetic customers, made once."""
+    path = settings.demo_dir / "customers.db"
+    demo = Source(f"sqlite:///{path}", table="customers")
+    if not path.exists():
+        err.print(f"creating the demo customer database {path}")
+        with progress("generating customers", total=DEMO_ROWS) as advance:
+            write_frames(generate(DEMO_ROWS, seed=0), demo, progress=advance)
+    return demo

@@ -1,0 +1,1 @@
+"""The data layer: the dataset contract, sources, validation and the versioned lake."""

@@ -1,0 +1,153 @@
+"""One reader for customer data: CSV files, Parquet files or folders, SQL tables or queries.
+
+A source is a path or a SQLAlchemy URL; SQL sources also take a table or a query. CSV is read
+as text and left to normalisation, so a quirky value becomes a quarantined row, not a crash.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import polars as pl
+import pyarrow.dataset as ds
+import sqlalchemy as sa
+
+from churn_mlops.errors import SourceError
+
+CSV_SUFFIXES = {".csv", ".txt", ".tsv"}
+PARQUET_SUFFIXES = {".parquet", ".pq"}
+_URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+]*://")
+_IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where customer data comes from: a file path or a database URL with a table or query."""
+
+    location: str
+    table: str | None = None
+    query: str | None = None
+
+    @property
+    def is_sql(self) -> bool:
+        """Whether the location is a database URL."""
+        return bool(_URL.match(self.location))
+
+    def describe(self) -> str:
+        """A printable name, with any password in the URL hidden."""
+        if not self.is_sql:
+            return self.location
+        url = sa.make_url(self.location).render_as_string(hide_password=True)
+        if self.query:
+            return f"{url} (query)"
+        return f"{url} (table {self.table})" if self.table else url
+
+
+def read_source(source: Source) -> pl.DataFrame:
+    """Read a whole source into a frame, raising SourceError with the location on failure."""
+    if source.is_sql:
+        return _read_sql(source)
+    path = Path(source.location)
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or directory")
+    if path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES:
+        return _read_parquet(path)
+    if path.suffix.lower() in CSV_SUFFIXES:
+        return _read_csv(path)
+    raise SourceError(f"{path}: unknown file type (use .csv, .parquet or a folder of Parquet files)")
+
+
+def database_url(url: str) -> sa.URL:
+    """Parse a SQLAlchemy URL, choosing psycopg 3 as PostgreSQL's driver when none is named."""
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise SourceError(f"{url}: not a valid database URL") from exc
+    if parsed.drivername in {"postgresql", "postgres"}:
+        parsed = parsed.set(drivername="postgresql+psycopg")
+    return parsed
+
+
+def create_engine(url: str) -> sa.Engine:
+    """An engine for a database URL, with errors that name the URL."""
+    parsed = database_url(url)
+    try:
+        return sa.create_engine(parsed)
+    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
+        raise SourceError(f"{_safe(parsed)}: unsupported database ({exc})") from exc
+
+
+def database_error(source: Source, exc: sa.exc.SQLAlchemyError) -> SourceError:
+    """A driver error as a one-line SourceError naming the source."""
+    return SourceError(f"{source.describe()}: {_first_line(getattr(exc, 'orig', None) or exc)}")
+
+
+def sqlite_file(engine: sa.Engine) -> Path | None:
+    """The database file of a SQLite engine; None for other databases and in-memory SQLite."""
+    database = engine.url.database
+    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
+        return None
+    return Path(str(database))
+
+
+def _read_csv(path: Path) -> pl.DataFrame:
+    separator = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        return pl.read_csv(path, infer_schema=False, separator=separator)
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path}: cannot read as CSV ({_first_line(exc)})") from exc
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    files = (
+        sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in PARQUET_SUFFIXES)
+        if path.is_dir()
+        else [str(path)]
+    )
+    if not files:
+        raise SourceError(f"{path}: no Parquet files in this folder")
+    try:
+        dataset = ds.dataset(files, format="parquet")
+        frame = pl.from_arrow(dataset.to_table())
+    except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
+        raise SourceError(f"{path}: cannot read as Parquet ({_first_line(exc)})") from exc
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _read_sql(source: Source) -> pl.DataFrame:
+    engine = create_engine(source.location)
+    database = sqlite_file(engine)
+    if database is not None and not database.exists():
+        raise SourceError(f"{database}: no such SQLite database file")
+    statement = _statement(source)
+    try:
+        with engine.connect() as connection:
+            return pl.read_database(statement, connection, infer_schema_length=None)
+    except sa.exc.SQLAlchemyError as exc:
+        raise database_error(source, exc) from exc
+    finally:
+        engine.dispose()
+
+
+def _statement(source: Source) -> sa.TextClause:
+    if source.query and source.table:
+        raise SourceError("give either a table or a query, not both")
+    if source.query:
+        return sa.text(source.query)
+    if not source.table:
+        raise SourceError(f"{source.describe()}: a database source needs a table or a query")
+    if not _IDENTIFIER.match(source.table):
+        raise SourceError(f"{source.table!r}: not a valid table name (use a query instead)")
+    return sa.text(f"SELECT * FROM {source.table}")
+
+
+def _safe(url: sa.URL) -> str:
+    return url.render_as_string(hide_password=True)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

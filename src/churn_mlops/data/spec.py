@@ -1,0 +1,166 @@
+"""The dataset contract: one declarative description of a churn table.
+
+Validation, features, the API request model and the docs are all derived from a DatasetSpec,
+so a new churn data set is a new YAML file, not new code.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from enum import StrEnum
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Self
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from churn_mlops.errors import SpecError
+
+SNAKE_CASE = re.compile(r"^[a-z][a-z0-9_]*$")
+DEFAULT_SPEC = "telco"
+
+
+class Kind(StrEnum):
+    """How a feature column is typed."""
+
+    NUMERIC = "numeric"
+    CATEGORICAL = "categorical"
+    BOOLEAN = "boolean"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ColumnSpec(_Strict):
+    """One feature column: its canonical name, the raw name in source data, type and domain."""
+
+    name: Annotated[str, Field(pattern=SNAKE_CASE.pattern)]
+    raw: str | None = None
+    type: Kind
+    description: str = ""
+    nullable: bool = False
+    categories: tuple[str, ...] = ()
+    min: float | None = None
+    max: float | None = None
+    integer: bool = False
+
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        """Names this column may carry in source data, the raw name first."""
+        return tuple(dict.fromkeys(n for n in (self.raw, self.name) if n))
+
+    @model_validator(mode="after")
+    def _check_domain(self) -> Self:
+        if self.type is Kind.CATEGORICAL and not self.categories:
+            raise ValueError(f"categorical column {self.name!r} needs a list of categories")
+        if self.type is not Kind.CATEGORICAL and self.categories:
+            raise ValueError(f"only categorical columns take categories ({self.name!r})")
+        if self.type is not Kind.NUMERIC and (self.min is not None or self.max is not None):
+            raise ValueError(f"only numeric columns take min/max ({self.name!r})")
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"column {self.name!r} has min > max")
+        return self
+
+
+class IdSpec(_Strict):
+    """The customer id column."""
+
+    name: Annotated[str, Field(pattern=SNAKE_CASE.pattern)]
+    raw: str | None = None
+
+    @property
+    def source_names(self) -> tuple[str, ...]:
+        """Names this column may carry in source data, the raw name first."""
+        return tuple(dict.fromkeys(n for n in (self.raw, self.name) if n))
+
+
+class TargetSpec(IdSpec):
+    """The churn label: which raw value means churned, which means stayed."""
+
+    positive: str = "Yes"
+    negative: str = "No"
+    min_rate: float = Field(0.005, ge=0, le=1)
+    max_rate: float = Field(0.995, ge=0, le=1)
+
+
+class BooleanValues(_Strict):
+    """Raw spellings of true and false, compared case-insensitively."""
+
+    true: tuple[str, ...] = ("yes", "y", "true", "t", "1")
+    false: tuple[str, ...] = ("no", "n", "false", "f", "0")
+
+
+class DatasetSpec(_Strict):
+    """A churn table, described once."""
+
+    name: Annotated[str, Field(pattern=SNAKE_CASE.pattern)]
+    description: str = ""
+    id: IdSpec
+    target: TargetSpec
+    features: tuple[ColumnSpec, ...]
+    boolean_values: BooleanValues = BooleanValues()
+    min_rows: int = Field(1, ge=1)
+    max_quarantine_fraction: float = Field(0.5, ge=0, le=1)
+
+    @model_validator(mode="after")
+    def _check_names(self) -> Self:
+        names = [self.id.name, self.target.name, *(f.name for f in self.features)]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"column names used twice: {', '.join(duplicates)}")
+        if not self.features:
+            raise ValueError("a spec needs at least one feature")
+        return self
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Canonical column names in table order: id, features, target."""
+        return (self.id.name, *(f.name for f in self.features), self.target.name)
+
+    def feature(self, name: str) -> ColumnSpec:
+        """The feature column called `name`."""
+        for column in self.features:
+            if column.name == name:
+                return column
+        raise KeyError(name)
+
+    def digest(self) -> str:
+        """A short content hash, recorded wherever data or models depend on this spec."""
+        text = self.model_dump_json()
+        return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def parse_spec(text: str, origin: str = "<spec>") -> DatasetSpec:
+    """Parse a spec from YAML text; errors name the origin and the offending field."""
+    try:
+        document = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise SpecError(f"{origin}: not valid YAML ({_first_line(exc)})") from exc
+    if not isinstance(document, dict):
+        raise SpecError(f"{origin}: a dataset spec must be a YAML mapping")
+    try:
+        return DatasetSpec.model_validate(document)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        where = ".".join(str(part) for part in error["loc"]) or "spec"
+        raise SpecError(f"{origin}: {where}: {error['msg']}") from exc
+
+
+def load_spec(path: Path | str | None = None) -> DatasetSpec:
+    """Load a spec file, or the built-in default (the IBM Telco schema) when path is None."""
+    if path is None:
+        builtin = resources.files("churn_mlops.data.specs").joinpath(f"{DEFAULT_SPEC}.yaml")
+        return parse_spec(builtin.read_text(), origin=f"built-in spec {DEFAULT_SPEC}")
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise SpecError(f"{path}: cannot read spec ({exc.strerror})") from exc
+    return parse_spec(text, origin=str(path))
+
+
+def _first_line(exc: Exception) -> str:
+    return str(exc).strip().splitlines()[0]

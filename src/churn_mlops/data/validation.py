@@ -1,0 +1,166 @@
+"""Validation: split a raw table into valid rows and quarantined rows with reasons.
+
+Row-level failures never stop a run; table-level failures (no rows, missing columns, duplicate
+ids, a target rate out of bounds, most rows failing) raise DataValidationError. Always:
+rows in = valid + quarantined.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import pandera.errors
+import polars as pl
+
+from churn_mlops.data.normalize import ISSUE_SCHEMA, ROW, normalize
+from churn_mlops.data.schema import pandera_schema
+from churn_mlops.data.spec import DatasetSpec
+from churn_mlops.errors import DataValidationError
+
+QUARANTINE_COLUMNS = ("_columns", "_reasons")
+
+
+@dataclass(frozen=True)
+class ValidationReport:
+    """Counts of a validation run and what failed, by column and check."""
+
+    spec: str
+    rows_in: int
+    rows_valid: int
+    rows_quarantined: int
+    failures: list[dict[str, object]] = field(default_factory=list)
+    ignored_columns: list[str] = field(default_factory=list)
+    target_rate: float | None = None
+
+
+@dataclass(frozen=True)
+class ValidationResult:
+    """Valid canonical rows, quarantined raw rows with `_row`, `_columns`, `_reasons`, a report."""
+
+    valid: pl.DataFrame
+    quarantine: pl.DataFrame
+    report: ValidationReport
+
+
+def validate(raw: pl.DataFrame, spec: DatasetSpec, *, require_target: bool = True) -> ValidationResult:
+    """Validate a raw frame against the spec; rows that break a rule are quarantined."""
+    if raw.height == 0:
+        raise DataValidationError("the table has no rows")
+    normalized = normalize(raw, spec, require_target=require_target)
+    table = normalized.frame
+    with_target = spec.target.name in table.columns
+    issues = pl.concat([normalized.issues, _schema_issues(table, spec, with_target)])
+    issues = issues.unique(subset=[ROW, "column"], keep="first", maintain_order=True)
+    _check_unique_ids(table, spec.id.name)
+    bad = issues.group_by(ROW, maintain_order=True).agg(
+        pl.col("column").str.join("; ").alias("_columns"),
+        pl.col("reason").str.join("; ").alias("_reasons"),
+    )
+    valid = table.join(bad, on=ROW, how="anti").drop(ROW)
+    quarantine = _quarantine(raw, bad)
+    report = ValidationReport(
+        spec=spec.name,
+        rows_in=raw.height,
+        rows_valid=valid.height,
+        rows_quarantined=quarantine.height,
+        failures=_failure_counts(issues),
+        ignored_columns=list(normalized.ignored_columns),
+        target_rate=_target_rate(valid, spec) if with_target else None,
+    )
+    _check_table(report, spec)
+    return ValidationResult(valid, quarantine, report)
+
+
+def _schema_issues(table: pl.DataFrame, spec: DatasetSpec, with_target: bool) -> pl.DataFrame:
+    schema = pandera_schema(spec, with_target=with_target)
+    try:
+        schema.validate(table, lazy=True)
+    except pandera.errors.SchemaErrors as exc:
+        return _translate(exc.failure_cases, table, spec)
+    return pl.DataFrame(schema=ISSUE_SCHEMA)
+
+
+def _translate(failures: pl.DataFrame, table: pl.DataFrame, spec: DatasetSpec) -> pl.DataFrame:
+    """Pandera failure cases to issues in the user's terms, keyed by source row number."""
+    rows = failures.filter(pl.col("index").is_not_null())
+    unexpected = failures.filter(pl.col("index").is_null())
+    if unexpected.height:
+        first = unexpected.row(0, named=True)
+        raise DataValidationError(f"column {first['column']}: {first['check']} ({first['failure_case']})")
+    check = pl.col("check")
+    kind = (
+        pl.when(check == "not_nullable")
+        .then(pl.lit("missing"))
+        .when(check.str.starts_with("isin"))
+        .then(pl.lit("unknown_category"))
+        .otherwise(pl.lit("out_of_range"))
+    )
+    reason = (
+        pl.when(check == "not_nullable")
+        .then(pl.lit("missing value"))
+        .when(check.str.starts_with("isin"))
+        .then(pl.format("unknown category '{}'", "failure_case"))
+        .otherwise(pl.format("out of range {}: {}", "bounds", "failure_case"))
+    )
+    bounds = {f.name: _bounds(f.min, f.max) for f in spec.features if f.min is not None or f.max is not None}
+    rows = rows.with_columns(bounds=pl.col("column").replace_strict(bounds, default=""))
+    row_numbers = table.get_column(ROW).gather(rows.get_column("index"))
+    return rows.select(
+        row_numbers.alias(ROW), pl.col("column"), kind.alias("check"), reason.alias("reason")
+    ).cast(ISSUE_SCHEMA)  # type: ignore[arg-type]
+
+
+def _bounds(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"[{low:g}, {high:g}]"
+    return f">= {low:g}" if low is not None else f"<= {high:g}"
+
+
+def _check_unique_ids(table: pl.DataFrame, id_column: str) -> None:
+    ids = table.select(ROW, id_column).drop_nulls(id_column)
+    repeated = ids.filter(pl.col(id_column).is_duplicated())
+    if repeated.height == 0:
+        return
+    first = repeated.filter(pl.col(id_column) == repeated.item(0, id_column))
+    rows = ", ".join(str(r) for r in first.get_column(ROW).head(3))
+    count = repeated.get_column(id_column).n_unique()
+    raise DataValidationError(
+        f"duplicate {id_column}: {count} ids appear more than once "
+        f"(e.g. {repeated.item(0, id_column)!r} at rows {rows})"
+    )
+
+
+def _quarantine(raw: pl.DataFrame, bad: pl.DataFrame) -> pl.DataFrame:
+    numbered = raw.with_columns(pl.all().cast(pl.String)).with_row_index(ROW, offset=1)
+    return numbered.with_columns(pl.col(ROW).cast(pl.Int64)).join(bad, on=ROW, how="inner")
+
+
+def _failure_counts(issues: pl.DataFrame) -> list[dict[str, object]]:
+    counts = issues.group_by("column", "check").agg(
+        pl.len().alias("rows"), pl.col("reason").first().alias("example")
+    )
+    return counts.sort("rows", "column", descending=[True, False]).to_dicts()
+
+
+def _target_rate(valid: pl.DataFrame, spec: DatasetSpec) -> float | None:
+    if valid.height == 0:
+        return None
+    return float(valid.get_column(spec.target.name).mean())  # type: ignore[arg-type]
+
+
+def _check_table(report: ValidationReport, spec: DatasetSpec) -> None:
+    if report.rows_quarantined > spec.max_quarantine_fraction * report.rows_in:
+        top = report.failures[0]
+        raise DataValidationError(
+            f"{report.rows_quarantined} of {report.rows_in} rows failed validation; the spec "
+            f"{spec.name!r} does not seem to match this data (most common: column "
+            f"{top['column']}, {top['example']})"
+        )
+    if report.rows_valid < spec.min_rows:
+        raise DataValidationError(f"only {report.rows_valid} valid rows; the spec needs {spec.min_rows}")
+    rate, target = report.target_rate, spec.target
+    if rate is not None and not target.min_rate <= rate <= target.max_rate:
+        raise DataValidationError(
+            f"target rate {rate:.3f} of column {target.name} is outside "
+            f"[{target.min_rate}, {target.max_rate}]: wrong positive label or wrong data?"
+        )

@@ -1,0 +1,43 @@
+"""The exception tree: every error a user can cause is a ChurnError with a one-line message.
+
+The CLI maps these to exit codes and the API (later) to HTTP status codes; nothing below the
+edges formats errors for humans beyond the message itself.
+"""
+
+
+class ChurnError(Exception):
+    """Base of every error churn-mlops raises on purpose."""
+
+    exit_code = 1
+
+
+class ConfigError(ChurnError):
+    """Settings or a dataset spec that cannot be used."""
+
+    exit_code = 2
+
+
+class SpecError(ConfigError):
+    """A dataset spec that does not parse, or does not describe a usable table."""
+
+
+class SourceError(ChurnError):
+    """A data source that cannot be read: a missing file, an unreadable file, a bad URL."""
+
+    exit_code = 3
+
+
+class DataValidationError(ChurnError):
+    """A table-level failure that stops a run: missing columns, duplicate ids, no rows."""
+
+    exit_code = 4
+
+
+class NotFoundError(ChurnError):
+    """Something asked for by name or version that does not exist."""
+
+    exit_code = 5
+
+
+class VersionNotFoundError(NotFoundError):
+    """A lake version that does not exist."""

@@ -1,0 +1,117 @@
+"""Sources: the same customers from CSV, Parquet, SQLite and PostgreSQL land as one lake version."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from churn_mlops.data.ingest import ingest
+from churn_mlops.data.lake import Lake
+from churn_mlops.data.sinks import write_frames
+from churn_mlops.data.sources import Source, read_source
+from churn_mlops.data.spec import DatasetSpec
+from churn_mlops.errors import SourceError
+from tests.factories import raw_customers
+
+
+def _version(source: Source, spec: DatasetSpec, home: Path) -> str:
+    result = ingest(source, spec, lake=Lake(home / "lake"), quarantine_dir=home / "quarantine")
+    assert result.version is not None
+    return result.version.manifest.version
+
+
+def _typed(raw: pl.DataFrame) -> pl.DataFrame:
+    """The CSV's text as a database would type it: numbers as numbers, 0/1 flags as integers."""
+    return raw.with_columns(
+        pl.col("SeniorCitizen", "tenure").cast(pl.Int64),
+        pl.col("MonthlyCharges").cast(pl.Float64),
+        pl.col("TotalCharges").str.strip_chars().replace("", None).cast(pl.Float64),
+    )
+
+
+@pytest.mark.postgres
+def test_telco_lands_as_one_version_from_every_source(
+    telco_csv: Path, spec: DatasetSpec, tmp_path: Path, postgres_engine: sa.Engine, postgres_table: str
+) -> None:
+    typed = _typed(pl.read_csv(telco_csv, infer_schema=False))
+    (tmp_path / "folder").mkdir()
+    typed.write_parquet(tmp_path / "telco.parquet")
+    typed.head(3000).write_parquet(tmp_path / "folder" / "part-0.parquet")
+    typed.slice(3000).write_parquet(tmp_path / "folder" / "part-1.parquet")
+    sqlite_url = f"sqlite:///{tmp_path / 'telco.db'}"
+    write_frames([typed], Source(sqlite_url, table="customers"))
+    postgres_url = postgres_engine.url.render_as_string(hide_password=False)
+    write_frames([typed], Source(postgres_url, table=postgres_table))
+    sources = [
+        Source(str(telco_csv)),
+        Source(str(tmp_path / "telco.parquet")),
+        Source(str(tmp_path / "folder")),
+        Source(sqlite_url, table="customers"),
+        Source(postgres_url, table=postgres_table),
+        Source(postgres_url, query=f'SELECT * FROM {postgres_table} ORDER BY "tenure"'),
+    ]
+    versions = [_version(s, spec, tmp_path / "home") for s in sources]
+    assert len(set(versions)) == 1, versions
+    assert len(Lake(tmp_path / "home" / "lake").versions()) == 1
+
+
+def test_parquet_and_sqlite_round_trip_the_raw_text(spec: DatasetSpec, tmp_path: Path) -> None:
+    raw = raw_customers(100)
+    write_frames([raw], Source(str(tmp_path / "c.parquet")))
+    write_frames([raw], Source(f"sqlite:///{tmp_path / 'c.db'}", table="customers"))
+    assert read_source(Source(str(tmp_path / "c.parquet"))).equals(raw)
+    assert read_source(Source(f"sqlite:///{tmp_path / 'c.db'}", table="customers")).equals(raw)
+
+
+def test_writers_refuse_to_overwrite_unless_forced(tmp_path: Path) -> None:
+    raw = raw_customers(5)
+    for target in (Source(str(tmp_path / "c.csv")), Source(f"sqlite:///{tmp_path / 'c.db'}", table="t")):
+        write_frames([raw], target)
+        with pytest.raises(SourceError, match="already exists"):
+            write_frames([raw], target)
+        assert write_frames([raw.head(2)], target, overwrite=True) == 2
+        assert read_source(target).height == 2
+
+
+@pytest.mark.parametrize(
+    ("source", "message"),
+    [
+        (Source("missing.csv"), "missing.csv: no such file"),
+        (Source("data.xlsx"), "no such file"),
+        (Source("sqlite:///missing.db", table="customers"), "missing.db: no such SQLite database file"),
+        (Source("nosuchdb://host/db", table="t"), "unsupported database"),
+        (Source("postgresql://postgres@127.0.0.1:1/test", table="t"), "connection"),
+        (Source("sqlite:///:memory:"), "needs a table or a query"),
+        (Source("sqlite:///:memory:", table="t", query="select 1"), "either a table or a query"),
+        (Source("sqlite:///:memory:", table="t; drop table x"), "not a valid table name"),
+        (Source("sqlite:///:memory:", table="customers"), "no such table: customers"),
+    ],
+)
+def test_unreadable_sources_are_clear_errors(source: Source, message: str) -> None:
+    with pytest.raises(SourceError, match=message):
+        read_source(source)
+
+
+def test_unreadable_files_name_the_file(tmp_path: Path) -> None:
+    binary = tmp_path / "binary.csv"
+    binary.write_bytes(bytes(range(256)) * 4)
+    not_parquet = tmp_path / "text.parquet"
+    not_parquet.write_text("a,b\n1,2\n")
+    unknown = tmp_path / "data.xlsx"
+    unknown.write_text("x")
+    for path, message in [
+        (binary, "cannot read as CSV"),
+        (not_parquet, "cannot read as Parquet"),
+        (unknown, "unknown file type"),
+    ]:
+        with pytest.raises(SourceError, match=f"{path.name}.*{message}"):
+            read_source(Source(str(path)))
+
+
+def test_passwords_are_hidden_in_descriptions() -> None:
+    source = Source("postgresql://user:secret@db.internal/churn", table="customers")
+    assert "secret" not in source.describe()
+    assert "customers" in source.describe()

@@ -1,0 +1,61 @@
+"""The versioned lake: content-addressed, idempotent, found by id, prefix or 'latest'."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pytest
+
+from churn_mlops.data.lake import Lake, content_hash
+from churn_mlops.errors import VersionNotFoundError
+
+FRAME = pl.DataFrame({"id": ["a", "b", None], "x": [1.5, None, 3.0], "flag": [True, None, False]})
+
+
+def _write(lake: Lake, frame: pl.DataFrame, source: str = "test.csv"):  # type: ignore[no-untyped-def]
+    return lake.write(frame, dataset="telco", source=source, spec="telco", spec_digest="d", validation={})
+
+
+def test_hash_depends_on_content_not_chunking() -> None:
+    chunked = pl.concat([FRAME.head(1), FRAME.tail(2)], rechunk=False)
+    assert content_hash(chunked) == content_hash(FRAME)
+    assert content_hash(FRAME.with_columns(pl.col("x").fill_null(0.0))) != content_hash(FRAME)
+    assert content_hash(FRAME.with_columns(pl.col("id").fill_null(""))) != content_hash(FRAME)
+    assert content_hash(FRAME.rename({"x": "y"})) != content_hash(FRAME)
+    assert content_hash(FRAME.reverse()) != content_hash(FRAME)
+
+
+def test_writing_the_same_data_twice_finds_the_existing_version(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    first = _write(lake, FRAME, "a.csv")
+    second = _write(lake, FRAME.clone(), "b.parquet")
+    assert first.created
+    assert not second.created
+    assert second.manifest == first.manifest
+    assert len(lake.versions()) == 1
+    assert lake.read(first).equals(FRAME)
+
+
+def test_versions_are_found_by_id_prefix_and_latest(tmp_path: Path) -> None:
+    lake = Lake(tmp_path)
+    first = _write(lake, FRAME)
+    second = _write(lake, FRAME.head(2))
+    assert lake.get(first.manifest.version).path == first.path
+    assert lake.get(second.manifest.version[:6]).path == second.path
+    assert {v.manifest.version for v in lake.versions("telco")} == {
+        first.manifest.version,
+        second.manifest.version,
+    }
+    assert lake.get("latest").manifest.created_at >= first.manifest.created_at
+
+
+def test_an_unknown_version_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(VersionNotFoundError, match="no lake version matches 'ffff'"):
+        Lake(tmp_path).get("ffff")
+
+
+def test_a_version_is_complete_or_absent(tmp_path: Path) -> None:
+    version = _write(Lake(tmp_path), FRAME)
+    assert sorted(p.name for p in version.path.iterdir()) == ["data.parquet", "manifest.json"]
+    assert not list(version.path.parent.glob(".staging-*"))
