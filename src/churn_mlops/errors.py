@@ -41,3 +41,19 @@ class NotFoundError(ChurnError):
 
 class VersionNotFoundError(NotFoundError):
     """A lake version that does not exist."""
+
+
+class ModelNotFoundError(NotFoundError):
+    """A registered model, version or alias that does not exist."""
+
+
+class ChecksumError(ChurnError):
+    """A model artifact that fails verification; it is never loaded."""
+
+    exit_code = 6
+
+
+class GateError(ChurnError):
+    """A promotion or rollback that the registry's state does not allow."""
+
+    exit_code = 7

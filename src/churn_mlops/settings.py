@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import BaseModel, Field
 from pydantic_settings import (
@@ -25,6 +26,35 @@ class DataSettings(BaseModel):
     spec: Path | None = Field(None, description="dataset spec YAML; the built-in Telco spec if unset")
 
 
+class TrainingSettings(BaseModel):
+    """How models are trained and evaluated."""
+
+    seed: int = 0
+    valid_fraction: float = Field(0.2, gt=0, lt=0.5)
+    test_fraction: float = Field(0.2, gt=0, lt=0.5)
+    min_rows: int = Field(200, ge=20)
+    max_rounds: int = Field(2000, ge=10)
+    early_stopping: int = Field(100, ge=5)
+    num_threads: int = Field(2, ge=1)
+    threshold_rule: Literal["f1", "value"] = "f1"
+    offer_cost: float = Field(10.0, ge=0, description="cost of one retention offer")
+    saved_value: float = Field(200.0, ge=0, description="value of a customer kept")
+    success_rate: float = Field(0.3, ge=0, le=1, description="share of contacted churners kept")
+    slices: dict[str, list[float] | None] = {"contract": None, "tenure": [12.0, 24.0, 48.0]}
+
+
+class RegistrySettings(BaseModel):
+    """Where runs and model versions are tracked, and what the gate asks of a challenger."""
+
+    tracking_uri: str | None = Field(None, description="MLflow tracking URI; SQLite under home if unset")
+    model_name: str = "churn"
+    experiment: str = "churn"
+    floors: dict[str, float] = {"roc_auc": 0.75}
+    min_improvement: float = Field(0.0, description="ROC AUC gain over the champion needed to promote")
+    max_regression: float = Field(0.01, ge=0, description="how far the bootstrap CI may reach below zero")
+    bootstrap_resamples: int = Field(200, ge=10)
+
+
 class Settings(BaseSettings):
     """All settings of churn-mlops; every piece of state lives under `home`."""
 
@@ -32,6 +62,8 @@ class Settings(BaseSettings):
 
     home: Path = Field(Path("churn-home"), description="the directory that holds all state")
     data: DataSettings = DataSettings()
+    training: TrainingSettings = TrainingSettings()
+    registry: RegistrySettings = RegistrySettings()
 
     @property
     def lake_dir(self) -> Path:
@@ -42,6 +74,16 @@ class Settings(BaseSettings):
     def quarantine_dir(self) -> Path:
         """Rows that failed validation, with reasons, one file per run."""
         return self.home / "quarantine"
+
+    @property
+    def tracking_uri(self) -> str:
+        """The MLflow tracking and registry URI: a server, or SQLite under home."""
+        return self.registry.tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def models_dir(self) -> Path:
+        """Verified local copies of model versions."""
+        return self.home / "models"
 
     @property
     def demo_dir(self) -> Path:

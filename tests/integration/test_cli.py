@@ -77,11 +77,16 @@ def test_generate_to_sqlite_and_ingest_from_it(churn_home: Path, tmp_path: Path)
     assert report["rows_valid"] == 800
 
 
-def test_pipeline_run_makes_and_ingests_the_demo_database(churn_home: Path) -> None:
+@pytest.mark.slow
+def test_pipeline_run_makes_the_demo_database_and_a_champion(churn_home: Path) -> None:
     report = json.loads(churn("pipeline", "run", "--json"))
-    assert report["rows_valid"] == 7043
+    assert report["ingest"]["rows_valid"] == 7043
     assert (churn_home / "demo" / "customers.db").exists()
-    assert Path(report["lake_path"]).is_relative_to(churn_home)
+    assert Path(report["ingest"]["lake_path"]).is_relative_to(churn_home)
+    training = report["training"]
+    assert training["promoted"] is True
+    assert training["champion"] == training["version"] == "1"
+    assert 0.80 <= training["metrics"]["roc_auc"] <= 0.92
 
 
 def test_a_custom_spec_is_used(churn_home: Path, tmp_path: Path) -> None:

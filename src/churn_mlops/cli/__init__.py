@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import typer
 
-from churn_mlops.cli import data, pipeline
+from churn_mlops.cli import data, pipeline, registry
 from churn_mlops.cli.output import ChurnGroup
+from churn_mlops.cli.train import train_command
 
 app = typer.Typer(
     cls=ChurnGroup,
@@ -18,13 +20,17 @@ app = typer.Typer(
 )
 app.add_typer(data.app, name="data")
 app.add_typer(pipeline.app, name="pipeline")
+app.add_typer(registry.app, name="registry")
+app.command("train")(train_command)
 
 
 @app.callback()
 def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log debug detail.")) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
-    )
+    level = logging.DEBUG if verbose else logging.WARNING
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s")
+    os.environ.setdefault("MLFLOW_LOGGING_LEVEL", logging.getLevelName(level))
+    for noisy in ("alembic", "mlflow"):
+        logging.getLogger(noisy).setLevel(level)
 
 
 def main() -> None:

@@ -30,7 +30,8 @@ UnlabelledOption = Annotated[bool, typer.Option(help="Accept data without the ta
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 
 
-def _spec(path: Path | None) -> DatasetSpec:
+def dataset_spec_from(path: Path | None) -> DatasetSpec:
+    """The spec given on the command line, else the configured one, else the built-in Telco spec."""
     return load_spec(path or get_settings().data.spec)
 
 
@@ -79,12 +80,12 @@ def ingest_command(
     with status(f"ingesting {source}"):
         result = jobs.ingest(
             Source(source, table_name, query),
-            _spec(spec),
+            dataset_spec_from(spec),
             lake=Lake(settings.lake_dir),
             quarantine_dir=settings.quarantine_dir,
             require_target=not unlabelled,
         )
-    _report(result, as_json)
+    show_ingest(result, as_json)
 
 
 @app.command("validate")
@@ -102,11 +103,11 @@ def validate_command(
     with status(f"validating {source}"):
         result = jobs.check(
             Source(source, table_name, query),
-            _spec(spec),
+            dataset_spec_from(spec),
             quarantine_dir=settings.quarantine_dir if quarantine else None,
             require_target=not unlabelled,
         )
-    _report(result, as_json)
+    show_ingest(result, as_json)
 
 
 @app.command("list")
@@ -145,7 +146,8 @@ def _version_json(version: LakeVersion) -> dict[str, object]:
     return {**vars(version.manifest), "path": str(version.data_path)}
 
 
-def _report(result: jobs.IngestResult, as_json: bool) -> None:
+def show_ingest(result: jobs.IngestResult, as_json: bool) -> None:
+    """Print an ingestion or validation report as tables, or as JSON."""
     summary = result.summary()
     if as_json:
         print_json(summary)

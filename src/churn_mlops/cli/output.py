@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
@@ -70,10 +70,10 @@ def progress(description: str, total: int | None = None) -> Iterator[Any]:
 
 
 @contextmanager
-def status(message: str) -> Iterator[None]:
-    """A spinner on stderr while a step without measurable progress runs."""
+def status(message: str) -> Iterator[Callable[[str], None]]:
+    """A spinner on stderr while steps without measurable progress run; yields a step reporter."""
     if not err.is_terminal:
-        yield
+        yield lambda step: None
         return
-    with err.status(message):
-        yield
+    with err.status(message) as spinner:
+        yield lambda step: spinner.update(f"{message}: {step}")

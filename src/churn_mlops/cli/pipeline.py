@@ -6,8 +6,16 @@ from typing import Annotated
 
 import typer
 
-from churn_mlops.cli.data import JsonOption, QueryOption, SpecOption, TableOption, _report, _spec
-from churn_mlops.cli.output import ChurnGroup, err, progress, status
+from churn_mlops.cli.data import (
+    JsonOption,
+    QueryOption,
+    SpecOption,
+    TableOption,
+    dataset_spec_from,
+    show_ingest,
+)
+from churn_mlops.cli.output import ChurnGroup, err, print_json, progress, status
+from churn_mlops.cli.train import SeedOption, TrialsOption, TuneOption, run_training, show_training, with_seed
 from churn_mlops.data.ingest import ingest
 from churn_mlops.data.lake import Lake
 from churn_mlops.data.sinks import write_frames
@@ -28,16 +36,28 @@ def run_command(
     table_name: TableOption = None,
     query: QueryOption = None,
     spec: SpecOption = None,
+    tune: TuneOption = False,
+    trials: TrialsOption = 20,
+    seed: SeedOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run the pipeline: ingest and validate customer data into the lake."""
-    settings = get_settings()
+    """Ingest and validate customer data, train, evaluate, register and gate a model."""
+    settings = with_seed(get_settings(), seed)
+    dataset_spec = dataset_spec_from(spec)
     origin = Source(source, table_name, query) if source else _demo_database(settings)
     with status(f"ingesting {origin.describe()}"):
-        result = ingest(
-            origin, _spec(spec), lake=Lake(settings.lake_dir), quarantine_dir=settings.quarantine_dir
+        ingested = ingest(
+            origin, dataset_spec, lake=Lake(settings.lake_dir), quarantine_dir=settings.quarantine_dir
         )
-    _report(result, as_json)
+    assert ingested.version is not None
+    if not as_json:
+        show_ingest(ingested, as_json=False)
+    frame = Lake(settings.lake_dir).read(ingested.version)
+    training = run_training(frame, ingested.version, dataset_spec, settings, trials if tune else 0)
+    if as_json:
+        print_json({"ingest": ingested.summary(), "training": training})
+    else:
+        show_training(training, as_json=False)
 
 
 def _demo_database(settings: Settings) -> Source:

@@ -11,7 +11,7 @@ import re
 from enum import StrEnum
 from importlib import resources
 from pathlib import Path
-from typing import Annotated, Self
+from typing import Annotated, Literal, Self
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -93,6 +93,34 @@ class BooleanValues(_Strict):
     false: tuple[str, ...] = ("no", "n", "false", "f", "0")
 
 
+class DerivedSpec(_Strict):
+    """A feature computed from others: a ratio of two numeric columns, or a count of columns."""
+
+    name: Annotated[str, Field(pattern=SNAKE_CASE.pattern)]
+    type: Literal["ratio", "count"]
+    description: str = ""
+    numerator: str | None = None
+    denominator: str | None = None
+    min_denominator: float = 1.0
+    columns: tuple[str, ...] = ()
+    value: str = "Yes"
+
+    @model_validator(mode="after")
+    def _check_inputs(self) -> Self:
+        if self.type == "ratio" and not (self.numerator and self.denominator):
+            raise ValueError(f"ratio feature {self.name!r} needs a numerator and a denominator")
+        if self.type == "count" and not self.columns:
+            raise ValueError(f"count feature {self.name!r} needs columns")
+        return self
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        """The columns this feature is computed from."""
+        if self.type == "ratio":
+            return (str(self.numerator), str(self.denominator))
+        return self.columns
+
+
 class DatasetSpec(_Strict):
     """A churn table, described once."""
 
@@ -101,6 +129,7 @@ class DatasetSpec(_Strict):
     id: IdSpec
     target: TargetSpec
     features: tuple[ColumnSpec, ...]
+    derived: tuple[DerivedSpec, ...] = ()
     boolean_values: BooleanValues = BooleanValues()
     min_rows: int = Field(1, ge=1)
     max_quarantine_fraction: float = Field(0.5, ge=0, le=1)
@@ -113,6 +142,17 @@ class DatasetSpec(_Strict):
             raise ValueError(f"column names used twice: {', '.join(duplicates)}")
         if not self.features:
             raise ValueError("a spec needs at least one feature")
+        known = {f.name: f for f in self.features}
+        for derived in self.derived:
+            if derived.name in names:
+                raise ValueError(f"derived feature {derived.name!r} has the name of a column")
+            absent = [c for c in derived.inputs if c not in known]
+            if absent:
+                raise ValueError(
+                    f"derived feature {derived.name!r} uses unknown columns: {', '.join(absent)}"
+                )
+            if derived.type == "ratio" and any(known[c].type is not Kind.NUMERIC for c in derived.inputs):
+                raise ValueError(f"ratio feature {derived.name!r} needs numeric columns")
         return self
 
     @property

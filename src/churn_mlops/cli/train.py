@@ -1,0 +1,80 @@
+"""`churn train`: train, evaluate, register and gate a model on a lake version."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import typer
+
+from churn_mlops.cli.data import JsonOption, SpecOption, dataset_spec_from
+from churn_mlops.cli.output import err, print_json, status, table
+from churn_mlops.data.lake import Lake
+from churn_mlops.data.spec import DatasetSpec
+from churn_mlops.settings import Settings, get_settings
+
+DataOption = Annotated[str, typer.Option("--data", help="Lake version to train on (id, prefix or 'latest').")]
+TuneOption = Annotated[bool, typer.Option("--tune", help="Search LightGBM parameters with Optuna first.")]
+TrialsOption = Annotated[int, typer.Option("--trials", min=1, help="Optuna trials when tuning.")]
+SeedOption = Annotated[int | None, typer.Option("--seed", help="Seed for the split and the model.")]
+
+
+def train_command(
+    data: DataOption = "latest",
+    spec: SpecOption = None,
+    tune: TuneOption = False,
+    trials: TrialsOption = 20,
+    seed: SeedOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Train LightGBM and a baseline, track the run in MLflow, register it and apply the gate."""
+    dataset_spec = dataset_spec_from(spec)
+    settings = with_seed(get_settings(), seed)
+    lake = Lake(settings.lake_dir)
+    version = lake.get(data, dataset=dataset_spec.name)
+    summary = run_training(lake.read(version), version, dataset_spec, settings, trials if tune else 0)
+    show_training(summary, as_json)
+
+
+def with_seed(settings: Settings, seed: int | None) -> Settings:
+    """Settings with the training seed replaced when one is given."""
+    if seed is None:
+        return settings
+    return settings.model_copy(update={"training": settings.training.model_copy(update={"seed": seed})})
+
+
+def run_training(
+    frame: Any, version: Any, spec: DatasetSpec, settings: Settings, trials: int
+) -> dict[str, Any]:
+    """Train with a spinner showing the current step; return the outcome's summary."""
+    from churn_mlops.pipeline.training import train_and_register
+
+    with status("training") as update:
+        outcome = train_and_register(frame, version, spec, settings, trials=trials, step=update)
+    return outcome.summary()
+
+
+def show_training(summary: dict[str, Any], as_json: bool) -> None:
+    """Print a training summary as a table, or as JSON."""
+    if as_json:
+        print_json(summary)
+        return
+    metrics, baseline = summary["metrics"], summary["baseline_metrics"]
+    rows = [
+        ("model version", f"{summary['model']} v{summary['version']}"),
+        ("data version", summary["data_version"]),
+        ("test ROC AUC", f"{metrics['roc_auc']:.4f} (baseline {baseline['roc_auc']:.4f})"),
+        ("test PR AUC", f"{metrics['pr_auc']:.4f} (baseline {baseline['pr_auc']:.4f})"),
+        ("log loss / Brier", f"{metrics['log_loss']:.4f} / {metrics['brier']:.4f}"),
+        ("threshold", f"{summary['threshold']:.4f}"),
+        (
+            "precision / recall / F1",
+            f"{metrics['precision']:.3f} / {metrics['recall']:.3f} / {metrics['f1']:.3f}",
+        ),
+        ("lift / capture top 10%", f"{metrics['lift_top10']:.2f} / {metrics['capture_top10']:.1%}"),
+        ("gate", ("promoted: " if summary["promoted"] else "not promoted: ") + summary["reason"]),
+        ("champion", f"v{summary['champion']}" if summary["champion"] else "none"),
+    ]
+    table("Training", ["", ""], rows)
+    err.print(
+        "runs and versions: `mlflow ui --backend-store-uri <tracking uri>` (see README)", highlight=False
+    )

@@ -1,0 +1,1 @@
+"""The model layer: training, evaluation, plots and the model card."""

@@ -1,0 +1,112 @@
+"""Model artifacts on disk: write a self-describing version, and load it back only if intact.
+
+A version is a folder: the LightGBM text model, the fitted feature spec, `model.json`
+(calibration, threshold, lineage), metrics, the reference profile, the model card, plots and
+`checksums.json` (sha256 of every other file). Nothing here is a pickle.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import lightgbm as lgb
+import numpy as np
+
+from churn_mlops.errors import ChecksumError, ModelNotFoundError
+from churn_mlops.features import Columns, FeatureSpec, transform
+from churn_mlops.models.training import Calibration
+
+MODEL_FILE = "model.txt"
+FEATURES_FILE = "features.json"
+META_FILE = "model.json"
+CHECKSUMS_FILE = "checksums.json"
+REQUIRED = (MODEL_FILE, FEATURES_FILE, META_FILE)
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Predictor:
+    """A verified model version, ready to score raw canonical records."""
+
+    booster: lgb.Booster
+    features: FeatureSpec
+    calibration: Calibration
+    threshold: float
+    meta: dict[str, Any]
+
+    def predict_proba(self, data: Columns) -> np.ndarray:
+        """Calibrated churn probabilities for canonical columns (one row or many)."""
+        raw = self.booster.predict(transform(data, self.features), raw_score=True)
+        return self.calibration.apply(np.asarray(raw, dtype=np.float64))
+
+    def predict(self, data: Columns) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and 0/1 decisions at the version's threshold."""
+        probabilities = self.predict_proba(data)
+        return probabilities, (probabilities >= self.threshold).astype(np.int8)
+
+
+def write_artifacts(
+    directory: Path,
+    *,
+    booster: lgb.Booster,
+    features: FeatureSpec,
+    meta: dict[str, Any],
+    documents: dict[str, str],
+) -> dict[str, str]:
+    """Write a version's files and their checksums; `documents` maps file names to text."""
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / MODEL_FILE).write_text(booster.model_to_string())
+    (directory / FEATURES_FILE).write_text(features.to_json())
+    (directory / META_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2))
+    for name, text in documents.items():
+        (directory / name).parent.mkdir(parents=True, exist_ok=True)
+        (directory / name).write_text(text)
+    checksums = {
+        p.relative_to(directory).as_posix(): _sha256(p)
+        for p in sorted(directory.rglob("*"))
+        if p.is_file() and p.name != CHECKSUMS_FILE
+    }
+    (directory / CHECKSUMS_FILE).write_text(json.dumps(checksums, indent=2))
+    return checksums
+
+
+def verify(directory: Path) -> dict[str, str]:
+    """Check every file against checksums.json; raise ChecksumError naming the first bad file."""
+    listing = directory / CHECKSUMS_FILE
+    if not listing.exists():
+        raise ModelNotFoundError(f"{directory}: no {CHECKSUMS_FILE}; not a model version")
+    checksums: dict[str, str] = json.loads(listing.read_text())
+    for name in REQUIRED:
+        if name not in checksums:
+            raise ChecksumError(f"{directory}: {name} is not covered by {CHECKSUMS_FILE}")
+    for name, expected in checksums.items():
+        path = directory / name
+        if not path.is_file():
+            raise ChecksumError(f"{path}: missing from the model version")
+        if _sha256(path) != expected:
+            raise ChecksumError(f"{path}: checksum mismatch (the artifact was changed or corrupted)")
+    return checksums
+
+
+def load_predictor(directory: Path) -> Predictor:
+    """A Predictor from a version folder, after verifying every checksum."""
+    verify(directory)
+    meta = json.loads((directory / META_FILE).read_text())
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ChecksumError(f"{directory}: artifact format {meta.get('format_version')} is not supported")
+    booster = lgb.Booster(model_str=(directory / MODEL_FILE).read_text())
+    features = FeatureSpec.from_json((directory / FEATURES_FILE).read_text())
+    calibration = Calibration(**meta["calibration"])
+    return Predictor(booster, features, calibration, float(meta["threshold"]), meta)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as file:
+        for block in iter(lambda: file.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()

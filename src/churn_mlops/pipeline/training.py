@@ -1,0 +1,342 @@
+"""The training job: a lake version in, a registered, evaluated and gated model version out.
+
+split -> fit features -> (tune) -> LightGBM + baseline -> threshold on validation ->
+metrics, slices, plots, card and profile on test -> MLflow run -> registry version -> gate.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from churn_mlops.data.lake import LakeVersion
+from churn_mlops.data.spec import DatasetSpec
+from churn_mlops.errors import DataValidationError
+from churn_mlops.features import FeatureSpec, fit_features, transform
+from churn_mlops.models import evaluation
+from churn_mlops.models.artifacts import write_artifacts
+from churn_mlops.models.card import ModelCardInfo, model_card
+from churn_mlops.models.gate import Decision
+from churn_mlops.models.plots import save_plots
+from churn_mlops.models.profile import reference_profile
+from churn_mlops.models.registry import Registry, VersionInfo
+from churn_mlops.models.tracking import Tracker, git_commit
+from churn_mlops.models.training import (
+    Split,
+    TrainedModel,
+    check_labels,
+    stratified_split,
+    train_baseline,
+    train_lightgbm,
+)
+from churn_mlops.models.tuning import tune_lightgbm
+from churn_mlops.pipeline.promotion import gate_new_version
+from churn_mlops.settings import Settings, TrainingSettings
+
+Step = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """Labelled rows, their split, the fitted features and the full matrix."""
+
+    frame: pl.DataFrame
+    labels: np.ndarray
+    split: Split
+    features: FeatureSpec
+    matrix: np.ndarray
+
+    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
+        """Matrix rows and labels of the train, valid or test part."""
+        rows = getattr(self.split, name)
+        return self.matrix[rows], self.labels[rows]
+
+
+@dataclass
+class Evaluation:
+    """The threshold and every figure measured on the held-out rows."""
+
+    threshold: float
+    test: dict[str, float]
+    valid: dict[str, float]
+    baseline: dict[str, float]
+    slices: list[dict[str, object]]
+    test_probabilities: np.ndarray
+    importance: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingOutcome:
+    """What a training run produced and what the gate decided."""
+
+    version: VersionInfo
+    decision: Decision
+    evaluation: Evaluation
+    run_id: str
+    data_version: str
+    champion: str | None
+
+    def summary(self) -> dict[str, Any]:
+        """A JSON-ready summary."""
+        return {
+            "model": self.version.name,
+            "version": self.version.version,
+            "run_id": self.run_id,
+            "data_version": self.data_version,
+            "threshold": self.evaluation.threshold,
+            "metrics": self.evaluation.test,
+            "baseline_metrics": self.evaluation.baseline,
+            "promoted": self.decision.promote,
+            "reason": self.decision.reason,
+            "champion": self.champion,
+        }
+
+
+def prepare(frame: pl.DataFrame, spec: DatasetSpec, config: TrainingSettings) -> Prepared:
+    """Check the labels, split the rows and fit the features on the training part only."""
+    if spec.target.name not in frame.columns:
+        raise DataValidationError(f"target column {spec.target.name!r} is missing: cannot train")
+    labels = frame.get_column(spec.target.name).to_numpy().astype(np.int64)
+    check_labels(labels, min_rows=config.min_rows)
+    split = stratified_split(labels, valid=config.valid_fraction, test=config.test_fraction, seed=config.seed)
+    features = fit_features(frame[split.train], spec)
+    return Prepared(frame, labels, split, features, transform(frame, features))
+
+
+def fit(prepared: Prepared, config: TrainingSettings, params: dict[str, Any] | None) -> TrainedModel:
+    """LightGBM on the training part, early-stopped and calibrated on the validation part."""
+    x_train, y_train = prepared.part("train")
+    x_valid, y_valid = prepared.part("valid")
+    return train_lightgbm(
+        x_train,
+        y_train,
+        x_valid,
+        y_valid,
+        categorical=prepared.features.categorical_indices,
+        params=params,
+        seed=config.seed,
+        num_threads=config.num_threads,
+        max_rounds=config.max_rounds,
+        early_stopping=config.early_stopping,
+    )
+
+
+def evaluate(prepared: Prepared, model: TrainedModel, config: TrainingSettings) -> Evaluation:
+    """Choose the threshold on validation rows; measure model and baseline on test rows."""
+    costs = evaluation.BusinessCosts(config.offer_cost, config.saved_value, config.success_rate)
+    x_valid, y_valid = prepared.part("valid")
+    x_test, y_test = prepared.part("test")
+    valid_probabilities = model.predict_proba(x_valid)
+    threshold = evaluation.choose_threshold(
+        y_valid, valid_probabilities, rule=config.threshold_rule, costs=costs
+    )
+    probabilities = model.predict_proba(x_test)
+    baseline = train_baseline(*prepared.part("train"), prepared.features.categorical_indices)
+    test_frame = prepared.frame[prepared.split.test]
+    gains = model.booster.feature_importance(importance_type="gain")
+    return Evaluation(
+        threshold=threshold,
+        test=evaluation.binary_metrics(y_test, probabilities, threshold, costs=costs),
+        valid=evaluation.binary_metrics(y_valid, valid_probabilities, threshold, costs=costs),
+        baseline=evaluation.binary_metrics(y_test, baseline.predict_proba(x_test), threshold, costs=costs),
+        slices=evaluation.slice_metrics(
+            test_frame, y_test, probabilities, threshold, _slices(test_frame, config)
+        ),
+        test_probabilities=probabilities,
+        importance={n: float(g) for n, g in zip(prepared.features.feature_names, gains, strict=True)},
+    )
+
+
+def train_and_register(
+    frame: pl.DataFrame,
+    lake_version: LakeVersion,
+    spec: DatasetSpec,
+    settings: Settings,
+    *,
+    trials: int = 0,
+    step: Step = lambda _: None,
+) -> TrainingOutcome:
+    """Train on a lake version, track the run, register the model and let the gate decide."""
+    config, manifest = settings.training, lake_version.manifest
+    registry = Registry(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
+    tracker = Tracker(registry.client, settings.registry.experiment, _artifact_root(settings))
+    lineage = {
+        "data_version": manifest.version,
+        "data_hash": manifest.content_hash,
+        "dataset": manifest.dataset,
+        "spec": spec.name,
+        "spec_digest": spec.digest(),
+        "git_commit": git_commit(),
+    }
+    run_id = tracker.start("train", lineage)
+    try:
+        step("splitting and fitting features")
+        prepared = prepare(frame, spec, config)
+        params = _tune(prepared, config, trials, tracker, run_id, step) if trials else None
+        step("training LightGBM")
+        model = fit(prepared, config, params)
+        step("evaluating on held-out rows")
+        result = evaluate(prepared, model, config)
+        step("tracking and registering")
+        version = _register(registry, tracker, run_id, prepared, model, result, lineage, spec, config)
+    except BaseException:
+        tracker.finish(run_id, failed=True)
+        raise
+    tracker.finish(run_id)
+    step("gating the challenger")
+    decision = gate_new_version(
+        registry,
+        version,
+        prepared.frame[prepared.split.test],
+        prepared.part("test")[1],
+        result.test_probabilities,
+        settings,
+    )
+    champion = registry.champion()
+    return TrainingOutcome(
+        version, decision, result, run_id, manifest.version, champion.version if champion else None
+    )
+
+
+def _tune(
+    prepared: Prepared, config: TrainingSettings, trials: int, tracker: Tracker, parent: str, step: Step
+) -> dict[str, Any]:
+    def on_trial(number: int, params: dict[str, Any], value: float | None, state: str) -> None:
+        step(f"tuning: trial {number + 1}/{trials} {state}" + (f", valid AUC {value:.4f}" if value else ""))
+        child = tracker.start(f"trial-{number}", {"state": state}, parent=parent)
+        tracker.log(child, params=params, metrics={"valid_roc_auc": value} if value is not None else {})
+        tracker.finish(child)
+
+    result = tune_lightgbm(
+        (*prepared.part("train"), *prepared.part("valid")),
+        categorical=prepared.features.categorical_indices,
+        trials=trials,
+        seed=config.seed,
+        num_threads=config.num_threads,
+        on_trial=on_trial,
+        max_rounds=config.max_rounds,
+    )
+    tracker.log(
+        parent, metrics={"tuning_best_valid_roc_auc": result.best_value}, tags={"tuned_trials": str(trials)}
+    )
+    return result.best_params
+
+
+def _register(
+    registry: Registry,
+    tracker: Tracker,
+    run_id: str,
+    prepared: Prepared,
+    model: TrainedModel,
+    result: Evaluation,
+    lineage: dict[str, str],
+    spec: DatasetSpec,
+    config: TrainingSettings,
+) -> VersionInfo:
+    with tempfile.TemporaryDirectory(prefix="churn-model-") as tmp:
+        directory = Path(tmp) / "model"
+        _write_version(directory, prepared, model, result, lineage, spec, config, registry.model_name)
+        tracker.log(
+            run_id,
+            params=model.params | {"best_iteration": model.best_iteration},
+            metrics=_flat(result),
+            tags=lineage,
+        )
+        tracker.log_artifacts(run_id, directory, "model")
+        tags = {
+            **lineage,
+            "metrics": json.dumps(_rounded(result.test)),
+            "threshold": f"{result.threshold:.6f}",
+        }
+        return registry.register(run_id, directory, "model", tags)
+
+
+def _write_version(
+    directory: Path,
+    prepared: Prepared,
+    model: TrainedModel,
+    result: Evaluation,
+    lineage: dict[str, str],
+    spec: DatasetSpec,
+    config: TrainingSettings,
+    name: str,
+) -> None:
+    created = datetime.now(UTC).isoformat(timespec="seconds")
+    y_test = prepared.part("test")[1]
+    save_plots(y_test, result.test_probabilities, result.threshold, result.importance, directory / "plots")
+    train_frame = prepared.frame[prepared.split.train]
+    profile = reference_profile(
+        train_frame, model.predict_proba(prepared.part("train")[0]), prepared.features
+    )
+    card = ModelCardInfo(
+        model_name=name,
+        version=None,
+        dataset=lineage["dataset"],
+        data_version=lineage["data_version"],
+        data_hash=lineage["data_hash"],
+        spec_name=spec.name,
+        spec_digest=lineage["spec_digest"],
+        rows=prepared.split.sizes(),
+        metrics=result.test,
+        baseline_metrics=result.baseline,
+        slices=result.slices,
+        threshold=result.threshold,
+        threshold_rule=config.threshold_rule,
+        params=model.params,
+        created_at=created,
+    )
+    metrics = {
+        "test": result.test,
+        "valid": result.valid,
+        "baseline_test": result.baseline,
+        "slices": result.slices,
+        "importance_gain": result.importance,
+    }
+    meta = {
+        "calibration": vars(model.calibration),
+        "threshold": result.threshold,
+        "threshold_rule": config.threshold_rule,
+        "feature_names": list(prepared.features.feature_names),
+        "best_iteration": model.best_iteration,
+        "params": model.params,
+        "created_at": created,
+        "rows": prepared.split.sizes(),
+        **lineage,
+    }
+    write_artifacts(
+        directory,
+        booster=model.booster,
+        features=prepared.features,
+        meta=meta,
+        documents={
+            "metrics.json": json.dumps(metrics, indent=2, default=str),
+            "profile.json": json.dumps(profile),
+            "model_card.md": model_card(card),
+        },
+    )
+
+
+def _flat(result: Evaluation) -> dict[str, float]:
+    parts = {"test": result.test, "valid": result.valid, "baseline_test": result.baseline}
+    flat = {f"{part}_{name}": value for part, metrics in parts.items() for name, value in metrics.items()}
+    return flat | {"threshold": result.threshold}
+
+
+def _rounded(metrics: dict[str, float]) -> dict[str, float]:
+    return {name: round(value, 6) for name, value in metrics.items()}
+
+
+def _slices(frame: pl.DataFrame, config: TrainingSettings) -> dict[str, list[float] | None]:
+    return {name: edges for name, edges in config.slices.items() if name in frame.columns}
+
+
+def _artifact_root(settings: Settings) -> Path | None:
+    return None if settings.registry.tracking_uri else settings.home / "mlartifacts"
