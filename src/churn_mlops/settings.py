@@ -55,6 +55,27 @@ class RegistrySettings(BaseModel):
     bootstrap_resamples: int = Field(200, ge=10)
 
 
+class ServingSettings(BaseModel):
+    """The model server and its gateway functions."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    workers: int = Field(1, ge=1)
+    database_url: str | None = Field(
+        None, description="prediction log and API keys; SQLite under home if unset"
+    )
+    redis_url: str | None = Field(None, description="shared rate limits across workers and replicas")
+    rate_per_second: float = Field(50.0, gt=0, description="sustained requests per second per API key")
+    burst: int = Field(100, ge=1, description="requests a key may make at once")
+    max_batch: int = Field(1000, ge=1, description="customers in one /predict/batch call")
+    max_body_bytes: int = Field(1_000_000, ge=1024)
+    unknown_category: Literal["error", "map"] = "error"
+    cors_origins: list[str] = []
+    reload_poll_seconds: float = Field(0.0, ge=0, description="poll the champion alias; 0 turns it off")
+    log_batch_size: int = Field(256, ge=1, description="predictions committed together (group commit)")
+    log_wait_ms: float = Field(2.0, ge=0, description="how long a commit waits to fill its batch")
+
+
 class Settings(BaseSettings):
     """All settings of churn-mlops; every piece of state lives under `home`."""
 
@@ -64,6 +85,7 @@ class Settings(BaseSettings):
     data: DataSettings = DataSettings()
     training: TrainingSettings = TrainingSettings()
     registry: RegistrySettings = RegistrySettings()
+    serving: ServingSettings = ServingSettings()
 
     @property
     def lake_dir(self) -> Path:
@@ -79,6 +101,11 @@ class Settings(BaseSettings):
     def tracking_uri(self) -> str:
         """The MLflow tracking and registry URI: a server, or SQLite under home."""
         return self.registry.tracking_uri or f"sqlite:///{(self.home / 'mlflow.db').resolve()}"
+
+    @property
+    def serving_database_url(self) -> str:
+        """Where the prediction log and API keys live: a database URL, or SQLite under home."""
+        return self.serving.database_url or f"sqlite:///{(self.home / 'serving.db').resolve()}"
 
     @property
     def models_dir(self) -> Path:

@@ -133,3 +133,20 @@ def test_untrainable_data_is_refused_and_the_champion_kept(churn_home: Path, tmp
     churn("data", "ingest", "-s", str(unlabelled), "--unlabelled")
     assert "target column 'churn' is missing" in churn("train", code=4)
     assert _versions() == {}
+
+
+def test_tuning_logs_each_trial_as_a_nested_run(churn_home: Path, tmp_path: Path) -> None:
+    customers = tmp_path / "customers.parquet"
+    churn("data", "generate", "--rows", "3000", "--output", str(customers), "--seed", "4")
+    churn("data", "ingest", "-s", str(customers))
+    summary = json.loads(churn("train", "--tune", "--trials", "3", "--json"))
+    client = _registry().client
+    parent = client.get_run(summary["run_id"])
+    assert parent.data.tags["tuned_trials"] == "3"
+    assert 0.5 < parent.data.metrics["tuning_best_valid_roc_auc"] <= 1.0
+    children = client.search_runs(
+        [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{summary['run_id']}'"
+    )
+    assert len(children) == 3
+    assert all("learning_rate" in child.data.params for child in children)
+    assert summary["promoted"]

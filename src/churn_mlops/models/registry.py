@@ -10,7 +10,7 @@ import hashlib
 import json
 import logging
 import os
-import shutil
+import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -118,31 +118,31 @@ class Registry:
         """The current champion, if there is one."""
         return self.resolve(CHAMPION) if CHAMPION in self._aliases() else None
 
-    def fetch(self, reference: str) -> Path:
-        """A fresh, verified local copy of a version's artifacts."""
+    def fetch(self, reference: str, directory: Path) -> Path:
+        """Download a version's artifacts into a new folder and verify them; return the folder."""
         info = self.resolve(reference)
-        target = self.cache_dir / self.model_name / info.version
-        shutil.rmtree(target, ignore_errors=True)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        local = mlflow.artifacts.download_artifacts(
-            artifact_uri=info.source,
-            dst_path=str(target.parent / f".download-{info.version}"),
-            tracking_uri=self.tracking_uri,
+        directory.mkdir(parents=True, exist_ok=False)
+        local = Path(
+            mlflow.artifacts.download_artifacts(
+                artifact_uri=info.source, dst_path=str(directory), tracking_uri=self.tracking_uri
+            )
         )
-        Path(local).rename(target)
-        shutil.rmtree(target.parent / f".download-{info.version}", ignore_errors=True)
-        verify(target)
-        listing = target / CHECKSUMS_FILE
+        verify(local)
+        listing = local / CHECKSUMS_FILE
         if info.tags.get("checksums_sha256") != hashlib.sha256(listing.read_bytes()).hexdigest():
             raise ChecksumError(
                 f"{listing}: does not match the checksums registered with version {info.version}"
             )
-        return target
+        return local
 
     def load(self, reference: str) -> tuple[VersionInfo, Predictor]:
-        """A verified Predictor for a version or alias."""
+        """A verified Predictor for a version or alias; its files are read and then deleted."""
         info = self.resolve(reference)
-        return info, load_predictor(self.fetch(info.version))
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(
+            prefix=f"{self.model_name}-v{info.version}-", dir=self.cache_dir
+        ) as tmp:
+            return info, load_predictor(self.fetch(info.version, Path(tmp) / "download"))
 
     def set_alias(self, alias: str, version: str) -> None:
         """Point an alias at a version."""

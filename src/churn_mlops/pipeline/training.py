@@ -83,6 +83,7 @@ class TrainingOutcome:
     run_id: str
     data_version: str
     champion: str | None
+    tracking_uri: str
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary."""
@@ -94,6 +95,7 @@ class TrainingOutcome:
             "threshold": self.evaluation.threshold,
             "metrics": self.evaluation.test,
             "baseline_metrics": self.evaluation.baseline,
+            "tracking_uri": self.tracking_uri,
             "promoted": self.decision.promote,
             "reason": self.decision.reason,
             "champion": self.champion,
@@ -202,7 +204,13 @@ def train_and_register(
     )
     champion = registry.champion()
     return TrainingOutcome(
-        version, decision, result, run_id, manifest.version, champion.version if champion else None
+        version,
+        decision,
+        result,
+        run_id,
+        manifest.version,
+        champion.version if champion else None,
+        settings.tracking_uri,
     )
 
 
