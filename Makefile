@@ -13,7 +13,7 @@ sync: | $(UV)
 	$(UV) sync --locked --all-extras
 
 run: sync
-	$(UV) run churn pipeline run $(ARGS)
+	$(UV) run churn pipeline run --serve $(ARGS)
 
 test: sync lint typecheck
 	$(UV) run pytest $(ARGS)

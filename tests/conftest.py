@@ -13,6 +13,7 @@ import sqlalchemy as sa
 from churn_mlops.data.spec import DatasetSpec, load_spec
 from churn_mlops.settings import get_settings
 
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # as the CLI does, before LightGBM loads
 ROOT = Path(__file__).resolve().parents[1]
 TELCO_CSV = ROOT.parent / "shared" / "datasets" / "telco_churn.csv"
 POSTGRES_URL = os.environ.get("CHURN_TEST_POSTGRES_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")

@@ -7,8 +7,9 @@ import os
 
 import typer
 
-from churn_mlops.cli import data, pipeline, registry
+from churn_mlops.cli import data, keys, pipeline, registry
 from churn_mlops.cli.output import ChurnGroup
+from churn_mlops.cli.serve import serve_command
 from churn_mlops.cli.train import train_command
 
 app = typer.Typer(
@@ -21,6 +22,8 @@ app = typer.Typer(
 app.add_typer(data.app, name="data")
 app.add_typer(pipeline.app, name="pipeline")
 app.add_typer(registry.app, name="registry")
+app.add_typer(keys.app, name="keys")
+app.command("serve")(serve_command)
 app.command("train")(train_command)
 
 
@@ -35,4 +38,7 @@ def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log 
 
 def main() -> None:
     """Entry point of the `churn` console script."""
+    # LightGBM's OpenMP threads spin while idle by default; on a small shared machine that
+    # starves every other process (and itself). Must be set before LightGBM is imported.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app()

@@ -1,0 +1,1 @@
+"""The model server: FastAPI app, gateway functions, prediction log."""

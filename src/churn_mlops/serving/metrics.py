@@ -1,0 +1,63 @@
+"""Prometheus metrics of the model server, correct with several worker processes.
+
+With `PROMETHEUS_MULTIPROC_DIR` set (as `churn serve --workers N` does), every worker writes
+its samples to that folder and /metrics aggregates them; otherwise one in-process registry.
+"""
+
+from __future__ import annotations
+
+import os
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+
+LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
+
+
+class Metrics:
+    """The server's metrics and their exposition."""
+
+    def __init__(self) -> None:
+        self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.registry = None if self.multiprocess else CollectorRegistry()
+        registry = self.registry
+        self.requests = Counter(
+            "churn_http_requests_total", "HTTP requests", ["route", "status"], registry=registry
+        )
+        self.latency = Histogram(
+            "churn_http_request_seconds",
+            "Request latency",
+            ["route"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.scores = Histogram(
+            "churn_prediction_score", "Churn probabilities served", buckets=SCORE_BUCKETS, registry=registry
+        )
+        self.predictions = Counter(
+            "churn_predictions_total", "Predictions served", ["model_version", "decision"], registry=registry
+        )
+        self.rate_limited = Counter(
+            "churn_rate_limited_total", "Requests refused by the rate limit", ["key"], registry=registry
+        )
+        self.model_info = Gauge(
+            "churn_model_info",
+            "The model version served (value 1)",
+            ["version"],
+            registry=registry,
+            multiprocess_mode="liveall",
+        )
+
+    def set_model(self, version: str, previous: str | None) -> None:
+        """Mark the version being served."""
+        if previous is not None and previous != version:
+            self.model_info.remove(previous)
+        self.model_info.labels(version=version).set(1)
+
+    def exposition(self) -> bytes:
+        """The text exposition format of every metric, across workers when multiprocess."""
+        if self.registry is not None:
+            return generate_latest(self.registry)
+        registry = CollectorRegistry()
+        multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry)

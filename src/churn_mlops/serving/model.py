@@ -1,0 +1,120 @@
+"""The served model: loaded only when verified, swapped atomically, explained with LightGBM.
+
+A request takes `holder.current` once and uses that object to the end, so a reload never
+changes the model under a request in flight.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from churn_mlops.errors import ChurnError, ModelNotFoundError
+from churn_mlops.features import transform
+from churn_mlops.models.artifacts import Predictor
+from churn_mlops.models.registry import VersionInfo
+
+logger = logging.getLogger(__name__)
+Loader = Callable[[str], tuple[VersionInfo, Predictor]]
+Resolver = Callable[[str], VersionInfo]
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """A verified model version and when it started serving."""
+
+    info: VersionInfo
+    predictor: Predictor
+    loaded_at: str
+
+    @property
+    def version(self) -> str:
+        """The registry version number."""
+        return self.info.version
+
+    def score(self, columns: Mapping[str, Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and decisions for canonical columns."""
+        return self.predictor.predict(columns)
+
+    def risk(self, probability: float) -> str:
+        """high at or above the decision threshold, medium above half of it, else low."""
+        threshold = self.predictor.threshold
+        return "high" if probability >= threshold else "medium" if probability >= threshold / 2 else "low"
+
+    def reasons(self, columns: Mapping[str, Sequence[Any]], top: int = 5) -> list[list[dict[str, Any]]]:
+        """Each row's strongest feature contributions (LightGBM pred_contrib), largest first."""
+        matrix = transform(columns, self.predictor.features)
+        contributions = np.asarray(self.predictor.booster.predict(matrix, pred_contrib=True))[:, :-1]
+        names = self.predictor.features.feature_names
+        rows = []
+        for row, values in enumerate(contributions):
+            order = np.argsort(-np.abs(values))[:top]
+            rows.append(
+                [
+                    {
+                        "feature": names[i],
+                        "value": _value(columns, names[i], row, matrix[row, i]),
+                        "contribution": float(values[i]),
+                    }
+                    for i in order
+                ]
+            )
+        return rows
+
+
+class ModelHolder:
+    """Holds the serving model; loads, reloads and polls an alias."""
+
+    def __init__(self, loader: Loader, resolver: Resolver, alias: str = "champion") -> None:
+        self.loader = loader
+        self.resolver = resolver
+        self.alias = alias
+        self.current: LoadedModel | None = None
+        self._lock = asyncio.Lock()
+
+    def load(self) -> LoadedModel:
+        """Load and verify the alias's version; on failure the current model keeps serving."""
+        info, predictor = self.loader(self.alias)
+        loaded = LoadedModel(info, predictor, datetime.now(UTC).isoformat(timespec="seconds"))
+        self.current = loaded
+        logger.info("serving model version %s", info.version, extra={"model_version": info.version})
+        return loaded
+
+    async def reload(self) -> tuple[str | None, str]:
+        """Load the alias again off the event loop; return the old and new versions."""
+        async with self._lock:
+            old = self.current.version if self.current else None
+            loaded = await asyncio.to_thread(self.load)
+            return old, loaded.version
+
+    async def poll(self, seconds: float) -> None:
+        """Reload whenever the alias points at another version; runs until cancelled."""
+        while True:
+            await asyncio.sleep(seconds)
+            try:
+                target = await asyncio.to_thread(self.resolver, self.alias)
+                if self.current is None or target.version != self.current.version:
+                    await self.reload()
+            except ChurnError as exc:
+                logger.warning("model poll failed, still serving %s: %s", self.version_or_none(), exc)
+
+    def require(self) -> LoadedModel:
+        """The current model, or ModelNotFoundError when none is loaded."""
+        if self.current is None:
+            raise ModelNotFoundError(f"no verified {self.alias} model is loaded")
+        return self.current
+
+    def version_or_none(self) -> str | None:
+        """The serving version, if any."""
+        return self.current.version if self.current else None
+
+
+def _value(columns: Mapping[str, Sequence[Any]], name: str, row: int, computed: float) -> Any:
+    """The customer's own value, or the computed one for a derived feature."""
+    return columns[name][row] if name in columns else round(float(computed), 6)

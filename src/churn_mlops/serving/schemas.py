@@ -1,0 +1,98 @@
+"""Request and response models of the API, derived from the dataset spec.
+
+The request model is built at start-up from the spec's columns, so a server for another churn
+data set accepts that data set's fields without code changes.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, create_model
+
+from churn_mlops.data.spec import ColumnSpec, DatasetSpec, Kind
+
+Risk = Literal["high", "medium", "low"]
+EXAMPLE = {"tenure": 24, "monthly_charges": 65.5}
+
+
+def customer_model(spec: DatasetSpec, *, unknown_category: Literal["error", "map"]) -> type[BaseModel]:
+    """The pydantic model of one customer's fields by canonical name; extra fields are refused."""
+    fields: dict[str, Any] = {
+        spec.id.name: (str | None, Field(None, max_length=200, description="Customer id"))
+    }
+    fields |= {column.name: _field(column, unknown_category) for column in spec.features}
+    config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [example_customer(spec)]}
+    )
+    return create_model(f"{spec.name.title()}Customer", __config__=config, **fields)
+
+
+def _field(column: ColumnSpec, unknown_category: str) -> tuple[Any, Any]:
+    annotation: Any
+    constraints: dict[str, Any]
+    if column.type is Kind.NUMERIC:
+        annotation = int if column.integer else float
+        constraints = {"ge": column.min, "le": column.max}
+    elif column.type is Kind.BOOLEAN:
+        annotation, constraints = bool, {}
+    else:
+        annotation = Literal[column.categories] if unknown_category == "error" else str
+        constraints = {} if unknown_category == "error" else {"max_length": 200}
+    if column.nullable:
+        return annotation | None, Field(None, description=column.description, **constraints)
+    return annotation, Field(..., description=column.description, **constraints)
+
+
+def example_customer(spec: DatasetSpec) -> dict[str, Any]:
+    """A valid request body for the spec, for docs and the quick-start curl."""
+    example: dict[str, Any] = {}
+    for column in spec.features:
+        if column.type is Kind.CATEGORICAL:
+            example[column.name] = column.categories[0]
+        elif column.type is Kind.BOOLEAN:
+            example[column.name] = False
+        else:
+            example[column.name] = EXAMPLE.get(column.name, column.min if column.min is not None else 0)
+    return example
+
+
+class Reason(BaseModel):
+    """One feature's push on this customer's score, in the customer's terms."""
+
+    feature: str
+    value: Any
+    contribution: float = Field(description="log-odds pushed up (+) or down (-) by this feature")
+
+
+class PredictionPublic(BaseModel):
+    """The answer for one customer."""
+
+    churn_probability: float
+    prediction: int
+    risk: Risk
+    model_version: str
+    request_id: str
+    customer_id: str | None = None
+    reasons: list[Reason] | None = None
+
+
+class BatchPublic(BaseModel):
+    """The answers for a batch, in request order."""
+
+    predictions: list[PredictionPublic]
+    model_version: str
+    request_id: str
+
+
+class ModelPublic(BaseModel):
+    """The model being served."""
+
+    name: str
+    version: str
+    aliases: list[str]
+    threshold: float
+    metrics: dict[str, float]
+    data_version: str | None
+    loaded_at: str
+    request_schema: dict[str, Any]

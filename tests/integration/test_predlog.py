@@ -1,0 +1,268 @@
+"""The prediction log: acknowledged predictions are committed, in batches, and survive SIGKILL."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Coroutine, Iterator
+from contextlib import closing, contextmanager
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+from typing import Any, TypeVar
+
+import orjson
+import polars as pl
+import pytest
+import sqlalchemy as sa
+
+from churn_mlops.serving.predlog import (
+    SCHEMA,
+    PredictionLog,
+    PredictionLogError,
+    PredictionRecord,
+    predictions_table,
+)
+
+VICTIM = Path(__file__).with_name("predlog_victim.py")
+T = TypeVar("T")
+AT = datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
+
+
+def _run(coroutine: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine with a bound, so a write that is never acknowledged fails instead of hanging."""
+    return asyncio.run(asyncio.wait_for(coroutine, timeout=60))
+
+
+def _record(request_id: str, **changes: Any) -> PredictionRecord:
+    fields: dict[str, Any] = {
+        "request_id": request_id,
+        "at": AT,
+        "key_name": "partner-a",
+        "model_version": "7",
+        "inputs": {"tenure": 12, "Contract": "Month-to-month", "MonthlyCharges": 70.35},
+        "probability": 0.8125,
+        "prediction": 1,
+        "latency_ms": 3.25,
+    }
+    return PredictionRecord(**(fields | changes))
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def target(request: pytest.FixtureRequest, tmp_path: Path) -> tuple[str, str]:
+    """(URL, table) of an empty log: a SQLite file, or a unique table in the real PostgreSQL."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'predictions.db'}", "predictions"
+    engine: sa.Engine = request.getfixturevalue("postgres_engine")
+    return engine.url.render_as_string(hide_password=False), request.getfixturevalue("postgres_table")
+
+
+@pytest.fixture
+def log(target: tuple[str, str]) -> Iterator[PredictionLog]:
+    """A started log on the target, closed afterwards."""
+    url, table = target
+    prediction_log = PredictionLog(url, table=table)
+    prediction_log.start()
+    yield prediction_log
+    prediction_log.close()
+
+
+def _count_commits(url: str) -> tuple[list[int], Any]:
+    """Count COMMITs on any engine for `url`, seen by SQLAlchemy rather than by the log itself."""
+    seen = [0]
+
+    def on_commit(connection: sa.Connection) -> None:
+        if connection.engine.url.render_as_string(hide_password=False) == url:
+            seen[0] += 1
+
+    sa.event.listen(sa.Engine, "commit", on_commit)
+    return seen, on_commit
+
+
+def test_records_round_trip(log: PredictionLog) -> None:
+    paris = timezone(timedelta(hours=2))
+    _run(log.write([_record("r1"), _record("r2", key_name=None, at=AT.astimezone(paris))]))
+    log.write_sync([_record("r3", inputs={"nested": {"a": [1, 2]}, "text": "é"}, prediction=0)])
+
+    frame = log.read()
+
+    assert frame.schema == pl.Schema(SCHEMA)
+    assert frame["request_id"].to_list() == ["r1", "r2", "r3"]
+    assert frame["at"].to_list() == [AT, AT, AT]
+    assert frame["key_name"].to_list() == ["partner-a", None, "partner-a"]
+    assert frame["model_version"].to_list() == ["7", "7", "7"]
+    assert orjson.loads(frame["inputs"][2]) == {"nested": {"a": [1, 2]}, "text": "é"}
+    assert frame["probability"].to_list() == [0.8125] * 3
+    assert frame["prediction"].to_list() == [1, 1, 0]
+    assert frame["latency_ms"].to_list() == [3.25] * 3
+    assert frame["id"].is_sorted()
+    assert log.read(limit=2)["request_id"].to_list() == ["r2", "r3"]
+    assert log.count() == 3
+
+
+@contextmanager
+def _commits_blocked(url: str, table: str) -> Iterator[None]:
+    """Hold the table's write lock from another connection, so the log's commits must wait."""
+    parsed = sa.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        with closing(sqlite3.connect(str(parsed.database), isolation_level=None)) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            yield
+            connection.execute("ROLLBACK")
+        return
+    engine = sa.create_engine(url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"LOCK TABLE {table} IN EXCLUSIVE MODE"))
+            yield
+    finally:
+        engine.dispose()
+
+
+def test_a_write_is_acknowledged_only_after_its_commit(log: PredictionLog, target: tuple[str, str]) -> None:
+    async def write_while_blocked() -> None:
+        with _commits_blocked(*target):
+            write = asyncio.create_task(log.write([_record("held")]))
+            await asyncio.sleep(0.5)
+            assert not write.done(), "acknowledged while its commit could not happen"
+            assert log.count() == 0
+        await asyncio.wait_for(write, 10)
+
+    _run(write_while_blocked())
+    assert log.read()["request_id"].to_list() == ["held"]
+
+
+def test_concurrent_writes_are_group_committed(log: PredictionLog, target: tuple[str, str]) -> None:
+    async def write_all() -> None:
+        await asyncio.gather(*(log.write([_record(f"r{i}")]) for i in range(500)))
+
+    seen, listener = _count_commits(target[0])
+    try:
+        _run(write_all())
+    finally:
+        sa.event.remove(sa.Engine, "commit", listener)
+
+    assert log.count() == 500
+    assert set(log.read()["request_id"]) == {f"r{i}" for i in range(500)}
+    assert 1 <= seen[0] <= 20, f"{seen[0]} commits for 500 writes"
+    assert log.commits == seen[0]
+
+
+def test_close_commits_everything_queued_then_refuses_writes(target: tuple[str, str]) -> None:
+    url, table = target
+    prediction_log = PredictionLog(url, table=table, batch_size=10_000, wait_ms=30_000)
+    prediction_log.start()
+
+    async def queue_then_close() -> list[BaseException | None]:
+        tasks = [asyncio.create_task(prediction_log.write([_record(f"r{i}")])) for i in range(200)]
+        await asyncio.sleep(0.05)  # every task has queued its record; the writer waits for more
+        assert prediction_log.count() == 0
+        started = time.monotonic()
+        prediction_log.close()
+        assert time.monotonic() - started < 10, "close waited out the batching window"
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = _run(queue_then_close())
+
+    assert results == [None] * 200
+    assert prediction_log.count() == 200
+    assert prediction_log.commits == 1
+    with pytest.raises(PredictionLogError, match="closed"):
+        _run(prediction_log.write([_record("late")]))
+    with pytest.raises(PredictionLogError, match="closed"):
+        prediction_log.write_sync([_record("late")])
+    assert prediction_log.count() == 200
+
+
+def test_failed_commit_reaches_every_waiter_and_the_writer_recovers(
+    log: PredictionLog, target: tuple[str, str]
+) -> None:
+    url, table = target
+    engine = sa.create_engine(url)
+    try:
+        log.write_sync([_record("before")])
+        with engine.begin() as connection:
+            connection.execute(sa.text(f"DROP TABLE {table}"))
+
+        async def write_all() -> list[BaseException | None]:
+            writes = (log.write([_record(f"lost{i}")]) for i in range(20))
+            return await asyncio.gather(*writes, return_exceptions=True)
+
+        results = _run(write_all())
+        with pytest.raises(PredictionLogError, match="commit failed"):
+            log.write_sync([_record("lost-sync")])
+
+        predictions_table(table).create(engine)
+        log.write_sync([_record("after")])
+    finally:
+        engine.dispose()
+
+    assert all(isinstance(result, PredictionLogError) for result in results), results
+    assert len({id(result) for result in results}) == 20, "waiters share one exception object"
+    assert log.read()["request_id"].to_list() == ["after"]
+
+
+def test_bad_records_and_unstarted_logs_are_refused(tmp_path: Path) -> None:
+    prediction_log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
+    with pytest.raises(PredictionLogError, match="not started"):
+        prediction_log.write_sync([_record("early")])
+    prediction_log.start()
+    try:
+        with pytest.raises(PredictionLogError, match="timezone-aware"):
+            prediction_log.write_sync([_record("naive", at=datetime(2025, 3, 1, 12, 30))])
+        with pytest.raises(PredictionLogError, match="not JSON"):
+            prediction_log.write_sync([_record("odd", inputs={"when": object()})])
+        prediction_log.write_sync([_record("fine")])
+    finally:
+        prediction_log.close()
+    assert prediction_log.read()["request_id"].to_list() == ["fine"]
+    with pytest.raises(PredictionLogError, match="in-memory"):
+        PredictionLog("sqlite://").start()
+
+
+def _pump(stream: Any, lines: list[str], enough: threading.Event, wanted: int) -> None:
+    """Collect the child's acknowledgements as they arrive."""
+    for line in stream:
+        lines.append(line)
+        if len(lines) >= wanted:
+            enough.set()
+    enough.set()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform == "win32", reason="SIGKILL is POSIX")
+def test_sigkill_loses_no_acknowledged_prediction(tmp_path: Path) -> None:
+    database = tmp_path / "victim.db"
+    stderr_path = tmp_path / "victim.stderr"
+    with stderr_path.open("w") as stderr:
+        child = subprocess.Popen(
+            [sys.executable, str(VICTIM), f"sqlite:///{database}", "32", "120"],
+            stdout=subprocess.PIPE,
+            stderr=stderr,
+            text=True,
+        )
+    lines: list[str] = []
+    enough = threading.Event()
+    reader = threading.Thread(target=_pump, args=(child.stdout, lines, enough, 20_000), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 60
+        while not lines and time.monotonic() < deadline and child.poll() is None:
+            time.sleep(0.01)
+        enough.wait(1.5)  # writes keep flowing: the kill lands with batches in flight
+    finally:
+        child.send_signal(signal.SIGKILL)
+        child.wait(30)
+        reader.join(30)
+
+    assert child.returncode == -signal.SIGKILL, stderr_path.read_text()
+    acknowledged = {line.strip() for line in lines if line.endswith("\n")}
+    assert len(acknowledged) >= 100, (len(acknowledged), stderr_path.read_text())
+    with closing(sqlite3.connect(database)) as connection:
+        stored = {row[0] for row in connection.execute("SELECT request_id FROM predictions")}
+    missing = acknowledged - stored
+    assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged predictions lost"
