@@ -73,7 +73,17 @@ class ServingSettings(BaseModel):
     cors_origins: list[str] = []
     reload_poll_seconds: float = Field(0.0, ge=0, description="poll the champion alias; 0 turns it off")
     log_batch_size: int = Field(256, ge=1, description="predictions committed together (group commit)")
-    log_wait_ms: float = Field(2.0, ge=0, description="how long a commit waits to fill its batch")
+    log_wait_ms: float = Field(0.5, ge=0, description="how long a commit waits to fill its batch")
+
+
+class BatchSettings(BaseModel):
+    """Batch scoring of the whole customer base."""
+
+    batch_rows: int = Field(100_000, ge=100, description="rows read, validated and scored at a time")
+    num_threads: int = Field(2, ge=1, description="LightGBM threads for scoring")
+    horizon_months: float = Field(12.0, gt=0, description="months of revenue at risk")
+    value_column: str | None = Field("monthly_charges", description="monthly value per customer")
+    spark_master: str = Field("local[*]", description="Spark master URL for --engine spark")
 
 
 class Settings(BaseSettings):
@@ -86,6 +96,7 @@ class Settings(BaseSettings):
     training: TrainingSettings = TrainingSettings()
     registry: RegistrySettings = RegistrySettings()
     serving: ServingSettings = ServingSettings()
+    batch: BatchSettings = BatchSettings()
 
     @property
     def lake_dir(self) -> Path:

@@ -35,7 +35,7 @@ AT = datetime(2025, 3, 1, 12, 30, tzinfo=UTC)
 
 def _run(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a coroutine with a bound, so a write that is never acknowledged fails instead of hanging."""
-    return asyncio.run(asyncio.wait_for(coroutine, timeout=60))
+    return asyncio.run(asyncio.wait_for(coroutine, timeout=30))
 
 
 def _record(request_id: str, **changes: Any) -> PredictionRecord:
@@ -258,6 +258,8 @@ def test_sigkill_loses_no_acknowledged_prediction(tmp_path: Path) -> None:
         child.send_signal(signal.SIGKILL)
         child.wait(30)
         reader.join(30)
+        if child.stdout is not None:
+            child.stdout.close()
 
     assert child.returncode == -signal.SIGKILL, stderr_path.read_text()
     acknowledged = {line.strip() for line in lines if line.endswith("\n")}

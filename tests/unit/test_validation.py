@@ -71,6 +71,20 @@ def test_blank_total_charges_are_nulls_not_failures(spec: DatasetSpec) -> None:
     assert result.valid.item(0, "total_charges") is None
 
 
+def test_any_spelling_of_yes_or_no_and_padded_values_are_accepted(spec: DatasetSpec) -> None:
+    raw = raw_customers(30)
+    respelled = raw.with_columns(
+        pl.col("Partner").replace({"Yes": "YES", "No": "n"}),
+        pl.col("Churn").replace({"Yes": "yes", "No": "False"}),
+        pl.col("Dependents").replace({"Yes": "Y", "No": "no"}),
+    )
+    respelled = with_value(with_value(respelled, 0, "Dependents", " yEs "), 1, "gender", "  Female")
+    expected = with_value(with_value(raw, 0, "Dependents", "Yes"), 1, "gender", "Female")
+    result = validate(respelled, spec)
+    assert result.report.rows_quarantined == 0
+    assert result.valid.equals(validate(expected, spec).valid)
+
+
 def test_typed_sources_normalise_like_text(spec: DatasetSpec) -> None:
     text = raw_customers(25)
     typed = text.with_columns(

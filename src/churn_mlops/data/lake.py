@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pyarrow as pa
 
@@ -61,19 +62,27 @@ def content_hash(frame: pl.DataFrame) -> str:
     for name in frame.columns:
         column = frame.get_column(name).rechunk()
         digest.update(f"{name}:{column.dtype}\0".encode())
-        digest.update(column.is_null().to_numpy().tobytes())
+        digest.update(_raw_bytes(column.is_null().to_numpy()))
         for buffer in _value_buffers(column):
             digest.update(buffer)
     return digest.hexdigest()
 
 
-def _value_buffers(column: pl.Series) -> list[bytes]:
+def _value_buffers(column: pl.Series) -> list[memoryview | bytes]:
+    """The bytes of a column's values, nulls filled, as views rather than copies where possible."""
     if column.dtype == pl.String:
         array = pa.array(column.fill_null("").to_arrow(), type=pa.large_string())
-        return [bytes(b) for b in array.buffers()[1:] if b is not None]
+        return [memoryview(b) for b in array.buffers()[1:] if b is not None]
     if column.dtype == pl.Boolean:
-        return [column.fill_null(False).cast(pl.UInt8).to_numpy().tobytes()]
-    return [column.fill_null(0).to_numpy().tobytes()]
+        return [_raw_bytes(column.fill_null(False).cast(pl.UInt8).to_numpy())]
+    return [_raw_bytes(column.fill_null(0).to_numpy())]
+
+
+def _raw_bytes(array: np.ndarray) -> memoryview | bytes:
+    """The array's memory without a copy when it is a contiguous plain number array, else its bytes."""
+    if array.dtype.kind in "biuf" and array.flags.c_contiguous:
+        return array.data.cast("B")
+    return array.tobytes()
 
 
 class Lake:

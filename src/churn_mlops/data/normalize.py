@@ -1,13 +1,17 @@
 """Raw source columns to canonical, typed columns, as the dataset spec says.
 
-One vectorised pass: raw names are mapped to canonical ones, text is trimmed, blanks become
-nulls, yes/no and 0/1 flags become booleans and numbers are parsed. A value that cannot be
-converted becomes null and is reported as an issue for its row; nothing is raised per row.
+Vectorised, in phases that each compute a column once: raw names are mapped to canonical ones,
+text is trimmed and blanks become nulls, then yes/no and 0/1 flags become booleans and numbers
+are parsed, then every check gives a boolean mask. A value that cannot be converted becomes
+null and is reported as an issue for its row; messages are written only for the flagged rows.
+A text column whose distinct values are all known, already-trimmed categories or yes/no
+spellings skips trimming (and lower-casing): same result, less work.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
 
 import polars as pl
 
@@ -15,8 +19,10 @@ from churn_mlops.data.spec import ColumnSpec, DatasetSpec, IdSpec, Kind
 from churn_mlops.errors import DataValidationError
 
 ROW = "_row"
-_NO_PROBLEM = pl.lit(None, pl.String)
 ISSUE_SCHEMA = {ROW: pl.Int64, "column": pl.String, "check": pl.String, "reason": pl.String}
+_INPUT = "_input_"  # prefix of a column's trimmed (or typed) source value
+_FAILED = "_failed_"  # prefix of a check's boolean mask
+_PROBLEM = "_problem_"  # prefix of a column's "check:reason" text, built for flagged rows only
 
 
 @dataclass(frozen=True)
@@ -29,10 +35,39 @@ class Normalized:
 
 
 @dataclass(frozen=True)
-class _Conversion:
+class _Check:
+    """A rule a converted value must meet, and the reason given when it does not."""
+
     name: str
-    value: pl.Expr
-    problem: pl.Expr  # a "check:reason" string where the value could not be converted, else null
+    message: str
+    failed: pl.Expr  # over the input `_input_<column>` and the parsed `<column>`; true where it fails
+
+
+@dataclass(frozen=True)
+class _Conversion:
+    """How one canonical column is made from its source column, as expressions per phase."""
+
+    name: str
+    source: str
+    input: pl.Expr  # the source column, trimmed text where it is parsed from text
+    parsed: pl.Expr  # over the input column
+    checks: tuple[_Check, ...] = ()
+    dtype: pl.DataType | None = None  # the final type where parsing gives another one
+    clean: frozenset[str] = frozenset()  # trimmed, non-blank values: a source of only these needs no trimming
+    truth: Mapping[str, bool] | None = None  # for a yes/no column, what each clean value means
+
+    def mask(self, check: _Check) -> str:
+        """The name of a check's mask column."""
+        return f"{_FAILED}{self.name}_{check.name}"
+
+    def for_clean_source(self, present: list[str]) -> _Conversion:
+        """The same conversion for a source holding only the clean values `present` (and nulls)."""
+        parsed = self.parsed
+        if self.truth is not None:
+            given = pl.col(_INPUT + self.name)
+            is_true = [given == v for v in present if self.truth[v]]
+            parsed = pl.when(given.is_not_null()).then(pl.any_horizontal(is_true) if is_true else False)
+        return replace(self, input=pl.col(self.source), parsed=parsed)
 
 
 def resolve_columns(columns: list[str], spec: DatasetSpec, *, require_target: bool) -> dict[str, str]:
@@ -54,45 +89,100 @@ def resolve_columns(columns: list[str], spec: DatasetSpec, *, require_target: bo
 def normalize(raw: pl.DataFrame, spec: DatasetSpec, *, require_target: bool = True) -> Normalized:
     """Convert a raw frame to the spec's canonical columns, collecting conversion issues."""
     names = resolve_columns(raw.columns, spec, require_target=require_target)
-    conversions = [_Conversion(spec.id.name, _text(names[spec.id.name]), _NO_PROBLEM)]
-    conversions += [_feature(f, names[f.name], raw.schema[names[f.name]], spec) for f in spec.features]
-    if spec.target.name in names:
-        conversions.append(_target(spec, names[spec.target.name], raw.schema))
-    converted = raw.select(
-        (pl.int_range(1, pl.len() + 1, dtype=pl.Int64)).alias(ROW),
-        *(c.value.alias(c.name) for c in conversions),
-        *(c.problem.alias(f"_problem_{c.name}") for c in conversions),
+    conversions = _skip_trimming_clean_sources(raw, _conversions(spec, names, raw.schema))
+    work = raw.select(
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW),
+        *(c.input.alias(_INPUT + c.name) for c in conversions),
     )
-    problem_columns = [f"_problem_{c.name}" for c in conversions]
-    issues = _collect_issues(converted, problem_columns)
+    work = work.with_columns(c.parsed.alias(c.name) for c in conversions)
+    work = work.with_columns(
+        check.failed.fill_null(False).alias(c.mask(check)) for c, check in _checks(conversions)
+    )
+    frame = work.select(ROW, *(_value(c).alias(c.name) for c in conversions))
     ignored = tuple(c for c in raw.columns if c not in set(names.values()))
-    return Normalized(converted.drop(problem_columns), issues, ignored)
+    return Normalized(frame, _issues(raw, work, conversions), ignored)
 
 
-def _collect_issues(converted: pl.DataFrame, problem_columns: list[str]) -> pl.DataFrame:
-    long = (
-        converted.select(ROW, *problem_columns)
-        .filter(pl.any_horizontal(pl.col(problem_columns).is_not_null()))
-        .unpivot(index=ROW, on=problem_columns, variable_name="column", value_name="problem")
-        .drop_nulls("problem")
+def _conversions(spec: DatasetSpec, names: dict[str, str], schema: pl.Schema) -> list[_Conversion]:
+    source = names[spec.id.name]
+    conversions = [_Conversion(spec.id.name, source, _text(source), pl.col(_INPUT + spec.id.name))]
+    conversions += [_feature(f, names[f.name], schema[names[f.name]], spec) for f in spec.features]
+    if spec.target.name in names:
+        conversions.append(_target(spec, names[spec.target.name], schema))
+    return conversions
+
+
+def _checks(conversions: list[_Conversion]) -> list[tuple[_Conversion, _Check]]:
+    return [(c, check) for c in conversions for check in c.checks]
+
+
+def _skip_trimming_clean_sources(raw: pl.DataFrame, conversions: list[_Conversion]) -> list[_Conversion]:
+    """Use the cheap path for columns whose values are all already clean: no trimming, no lower-casing."""
+    candidates = [c for c in conversions if c.clean]
+    if not candidates:
+        return conversions
+    distinct = raw.select(  # a clean source has at most len(clean) + 1 distinct values, null included
+        pl.col(c.source).unique().head(len(c.clean) + 2).implode().alias(c.name) for c in candidates
+    ).row(0, named=True)
+    present = {c.name: [v for v in distinct[c.name] if v is not None] for c in candidates}
+    clean = {
+        c.name
+        for c in candidates
+        if len(distinct[c.name]) <= len(c.clean) + 1 and c.clean.issuperset(present[c.name])
+    }
+    return [c.for_clean_source(present[c.name]) if c.name in clean else c for c in conversions]
+
+
+def _value(conversion: _Conversion) -> pl.Expr:
+    """The parsed value, null where a check failed, in its final type."""
+    value = pl.col(conversion.name)
+    if conversion.checks:
+        failed = pl.any_horizontal(pl.col(conversion.mask(check)) for check in conversion.checks)
+        value = pl.when(failed).then(None).otherwise(value)
+    return value.cast(conversion.dtype) if conversion.dtype is not None else value
+
+
+def _issues(raw: pl.DataFrame, work: pl.DataFrame, conversions: list[_Conversion]) -> pl.DataFrame:
+    """One issue per failed check, with messages quoting the raw value, for flagged rows only."""
+    masks = [c.mask(check) for c, check in _checks(conversions)]
+    if not masks:
+        return pl.DataFrame(schema=ISSUE_SCHEMA)
+    flagged = work.select(ROW, *masks).filter(pl.any_horizontal(masks))
+    problems = [c for c in conversions if c.checks]
+    sources = sorted({c.source for c in problems})
+    values = raw.select(sources).gather(flagged.get_column(ROW) - 1).select(pl.all().cast(pl.String))
+    quoted = flagged.hstack(values.rename(lambda s: "_raw_" + s).get_columns())
+    described = quoted.select(ROW, *(_problem(c).alias(_PROBLEM + c.name) for c in problems))
+    return _collect_issues(described, [_PROBLEM + c.name for c in problems])
+
+
+def _problem(conversion: _Conversion) -> pl.Expr:
+    """The first failed check of a column as "check:reason: 'raw value'", else null."""
+    raw = pl.col("_raw_" + conversion.source)
+    return pl.coalesce(
+        pl.when(pl.col(conversion.mask(check))).then(pl.format(f"{check.name}:{check.message}: '{{}}'", raw))
+        for check in conversion.checks
     )
+
+
+def _collect_issues(described: pl.DataFrame, problem_columns: list[str]) -> pl.DataFrame:
+    long = described.unpivot(index=ROW, on=problem_columns, variable_name="column", value_name="problem")
     parts = pl.col("problem").str.splitn(":", 2)
-    return long.select(
-        pl.col(ROW),
-        pl.col("column").str.strip_prefix("_problem_"),
-        parts.struct.field("field_0").alias("check"),
-        parts.struct.field("field_1").alias("reason"),
-    ).cast(ISSUE_SCHEMA)  # type: ignore[arg-type]
+    return (
+        long.drop_nulls("problem")
+        .select(
+            pl.col(ROW),
+            pl.col("column").str.strip_prefix(_PROBLEM),
+            parts.struct.field("field_0").alias("check"),
+            parts.struct.field("field_1").alias("reason"),
+        )
+        .cast(ISSUE_SCHEMA)  # type: ignore[arg-type]
+    )
 
 
-def _text(name: str) -> pl.Expr:
+def _text(source: str) -> pl.Expr:
     """Trimmed text with blanks as nulls."""
-    stripped = pl.col(name).cast(pl.String).str.strip_chars()
-    return pl.when(stripped != "").then(stripped)
-
-
-def _problem(condition: pl.Expr, check: str, message: str, raw: pl.Expr) -> pl.Expr:
-    return pl.when(condition).then(pl.format(f"{check}:{message}: '{{}}'", raw))
+    return pl.col(source).cast(pl.String).str.strip_chars().replace("", None)
 
 
 def _feature(column: ColumnSpec, source: str, dtype: pl.DataType, spec: DatasetSpec) -> _Conversion:
@@ -102,7 +192,8 @@ def _feature(column: ColumnSpec, source: str, dtype: pl.DataType, spec: DatasetS
         mapping = {v.lower(): True for v in spec.boolean_values.true}
         mapping |= {v.lower(): False for v in spec.boolean_values.false}
         return _boolean(column.name, source, dtype, mapping, "not a yes/no value")
-    return _Conversion(column.name, _text(source), _NO_PROBLEM)
+    clean = frozenset(v for v in column.categories if _is_clean(v)) if dtype == pl.String else frozenset()
+    return _Conversion(column.name, source, _text(source), pl.col(_INPUT + column.name), clean=clean)
 
 
 def _target(spec: DatasetSpec, source: str, schema: pl.Schema) -> _Conversion:
@@ -115,39 +206,50 @@ def _target(spec: DatasetSpec, source: str, schema: pl.Schema) -> _Conversion:
 
 
 def _numeric(column: ColumnSpec, source: str, dtype: pl.DataType) -> _Conversion:
-    if dtype.is_numeric() or dtype == pl.Boolean:
-        parsed = pl.col(source).cast(pl.Float64)
-        unparsable = pl.lit(False)
-    else:
-        text = _text(source)
-        parsed = text.cast(pl.Float64, strict=False)
-        unparsable = text.is_not_null() & parsed.is_null()
-    not_finite = parsed.is_nan() | parsed.is_infinite()
-    fractional = pl.lit(False)
+    parsed, given = pl.col(column.name), pl.col(_INPUT + column.name)
+    checks = [_Check("not_finite", "not a finite number", parsed.is_not_null() & ~parsed.is_finite())]
     if column.integer:
-        fractional = parsed.is_not_null() & ~not_finite & (parsed != parsed.round(0))
-    raw = pl.col(source).cast(pl.String)
-    problem = pl.coalesce(
-        _problem(unparsable, "not_a_number", "not a number", raw),
-        _problem(not_finite, "not_finite", "not a finite number", raw),
-        _problem(fractional, "not_whole", "not a whole number", raw),
-    )
-    value = pl.when(unparsable | not_finite | fractional).then(None).otherwise(parsed)
-    return _Conversion(column.name, value.cast(pl.Int64 if column.integer else pl.Float64), problem)
+        checks.append(
+            _Check("not_whole", "not a whole number", parsed.is_finite() & (parsed != parsed.round(0)))
+        )
+    final = pl.Int64 if column.integer else pl.Float64
+    if dtype.is_numeric() or dtype == pl.Boolean:
+        return _Conversion(
+            column.name, source, pl.col(source), given.cast(pl.Float64), tuple(checks), final()
+        )
+    unparsable = _Check("not_a_number", "not a number", given.is_not_null() & parsed.is_null())
+    number = given.cast(pl.Float64, strict=False)
+    return _Conversion(column.name, source, _text(source), number, (unparsable, *checks), final())
 
 
 def _boolean(
     name: str, source: str, dtype: pl.DataType, mapping: dict[str, bool], message: str
 ) -> _Conversion:
+    given = pl.col(_INPUT + name)
     if dtype == pl.Boolean:
-        return _Conversion(name, pl.col(source), _NO_PROBLEM)
+        return _Conversion(name, source, pl.col(source), given)
     if dtype.is_numeric():
-        number = pl.col(source).cast(pl.Float64)
+        number = given.cast(pl.Float64)
         value: pl.Expr = pl.when(number == 1).then(True).when(number == 0).then(False)
-        present = number.is_not_null()
-    else:
-        text = _text(source)
-        value = text.str.to_lowercase().replace_strict(mapping, default=None, return_dtype=pl.Boolean)
-        present = text.is_not_null()
-    problem = _problem(present & value.is_null(), "not_boolean", message, pl.col(source).cast(pl.String))
-    return _Conversion(name, value, problem)
+        return _Conversion(name, source, pl.col(source), value, (_not_boolean(name, message),))
+    value = given.str.to_lowercase().replace_strict(mapping, default=None, return_dtype=pl.Boolean)
+    spellings = _spellings(mapping) if dtype == pl.String else {}
+    checks = (_not_boolean(name, message),)
+    return _Conversion(
+        name, source, _text(source), value, checks, clean=frozenset(spellings), truth=spellings
+    )
+
+
+def _spellings(mapping: dict[str, bool]) -> dict[str, bool]:
+    """Common exact spellings of the (lower-case) keys, each meaning what its key means."""
+    keys = [k for k in mapping if k.isascii() and _is_clean(k)]  # ASCII: polars lower-cases them the same
+    return {s: mapping[k] for k in keys for s in (k, k.upper(), k.capitalize(), k.title())}
+
+
+def _is_clean(value: str) -> bool:
+    """Non-blank and trimmed (Python strips every character polars strips, and a few more)."""
+    return value != "" and value == value.strip()
+
+
+def _not_boolean(name: str, message: str) -> _Check:
+    return _Check("not_boolean", message, pl.col(_INPUT + name).is_not_null() & pl.col(name).is_null())

@@ -7,6 +7,7 @@ as text and left to normalisation, so a quirky value becomes a quarantined row, 
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -59,6 +60,27 @@ def read_source(source: Source) -> pl.DataFrame:
     raise SourceError(f"{path}: unknown file type (use .csv, .parquet or a folder of Parquet files)")
 
 
+def iter_source(source: Source, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """Stream a source in frames of at most batch_rows rows, so memory stays bounded."""
+    if source.is_sql:
+        yield from _iter_sql(source, batch_rows)
+        return
+    path = Path(source.location)
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or directory")
+    if path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES:
+        lazy, kind = pl.scan_parquet(_parquet_files(path)), "Parquet"
+    elif path.suffix.lower() in CSV_SUFFIXES:
+        separator = "\t" if path.suffix.lower() == ".tsv" else ","
+        lazy, kind = pl.scan_csv(path, infer_schema=False, separator=separator), "CSV"
+    else:
+        raise SourceError(f"{path}: unknown file type (use .csv, .parquet or a folder of Parquet files)")
+    try:
+        yield from lazy.collect_batches(chunk_size=batch_rows)
+    except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
+        raise SourceError(f"{path}: cannot read as {kind} ({_first_line(exc)})") from exc
+
+
 def database_url(url: str) -> sa.URL:
     """Parse a SQLAlchemy URL, choosing psycopg 3 as PostgreSQL's driver when none is named."""
     try:
@@ -100,14 +122,17 @@ def _read_csv(path: Path) -> pl.DataFrame:
         raise SourceError(f"{path}: cannot read as CSV ({_first_line(exc)})") from exc
 
 
-def _read_parquet(path: Path) -> pl.DataFrame:
-    files = (
-        sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in PARQUET_SUFFIXES)
-        if path.is_dir()
-        else [str(path)]
-    )
+def _parquet_files(path: Path) -> list[str]:
+    if not path.is_dir():
+        return [str(path)]
+    files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in PARQUET_SUFFIXES)
     if not files:
         raise SourceError(f"{path}: no Parquet files in this folder")
+    return files
+
+
+def _read_parquet(path: Path) -> pl.DataFrame:
+    files = _parquet_files(path)
     try:
         dataset = ds.dataset(files, format="parquet")
         frame = pl.from_arrow(dataset.to_table())
@@ -117,15 +142,34 @@ def _read_parquet(path: Path) -> pl.DataFrame:
     return frame
 
 
-def _read_sql(source: Source) -> pl.DataFrame:
+def _reading_engine(source: Source) -> sa.Engine:
+    """An engine for reading; a SQLite file must already exist (SQLite would create it)."""
     engine = create_engine(source.location)
     database = sqlite_file(engine)
     if database is not None and not database.exists():
         raise SourceError(f"{database}: no such SQLite database file")
-    statement = _statement(source)
+    return engine
+
+
+def _read_sql(source: Source) -> pl.DataFrame:
+    engine, statement = _reading_engine(source), _statement(source)
     try:
         with engine.connect() as connection:
             return pl.read_database(statement, connection, infer_schema_length=None)
+    except sa.exc.SQLAlchemyError as exc:
+        raise database_error(source, exc) from exc
+    finally:
+        engine.dispose()
+
+
+def _iter_sql(source: Source, batch_rows: int) -> Iterator[pl.DataFrame]:
+    engine, statement = _reading_engine(source), _statement(source)
+    try:
+        with engine.connect() as connection:
+            batches = pl.read_database(
+                statement, connection, iter_batches=True, batch_size=batch_rows, infer_schema_length=None
+            )
+            yield from batches
     except sa.exc.SQLAlchemyError as exc:
         raise database_error(source, exc) from exc
     finally:

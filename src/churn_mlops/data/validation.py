@@ -56,7 +56,7 @@ def validate(raw: pl.DataFrame, spec: DatasetSpec, *, require_target: bool = Tru
         pl.col("column").str.join("; ").alias("_columns"),
         pl.col("reason").str.join("; ").alias("_reasons"),
     )
-    valid = table.join(bad, on=ROW, how="anti").drop(ROW)
+    valid = table.filter(~pl.col(ROW).is_in(bad.get_column(ROW).implode())).drop(ROW)
     quarantine = _quarantine(raw, bad)
     report = ValidationReport(
         spec=spec.name,
@@ -117,29 +117,37 @@ def _bounds(low: float | None, high: float | None) -> str:
 
 
 def _check_unique_ids(table: pl.DataFrame, id_column: str) -> None:
+    """Raise if a non-null id appears more than once; the details are gathered only then."""
+    ids = table.get_column(id_column)
+    nulls = ids.null_count()
+    if ids.n_unique() - (nulls > 0) != ids.len() - nulls:  # n_unique counts null as one more value
+        raise _duplicate_ids(table, id_column)
+
+
+def _duplicate_ids(table: pl.DataFrame, id_column: str) -> DataValidationError:
     ids = table.select(ROW, id_column).drop_nulls(id_column)
     repeated = ids.filter(pl.col(id_column).is_duplicated())
-    if repeated.height == 0:
-        return
     first = repeated.filter(pl.col(id_column) == repeated.item(0, id_column))
     rows = ", ".join(str(r) for r in first.get_column(ROW).head(3))
     count = repeated.get_column(id_column).n_unique()
-    raise DataValidationError(
+    return DataValidationError(
         f"duplicate {id_column}: {count} ids appear more than once "
         f"(e.g. {repeated.item(0, id_column)!r} at rows {rows})"
     )
 
 
 def _quarantine(raw: pl.DataFrame, bad: pl.DataFrame) -> pl.DataFrame:
-    numbered = raw.with_columns(pl.all().cast(pl.String)).with_row_index(ROW, offset=1)
-    return numbered.with_columns(pl.col(ROW).cast(pl.Int64)).join(bad, on=ROW, how="inner")
+    """The bad raw rows, every value as text, with their row numbers and reasons."""
+    numbered = raw.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
+    picked = numbered.filter(pl.col(ROW).is_in(bad.get_column(ROW).implode()))
+    return picked.with_columns(pl.exclude(ROW).cast(pl.String)).join(bad, on=ROW, maintain_order="left")
 
 
 def _failure_counts(issues: pl.DataFrame) -> list[dict[str, object]]:
     counts = issues.group_by("column", "check").agg(
         pl.len().alias("rows"), pl.col("reason").first().alias("example")
     )
-    return counts.sort("rows", "column", descending=[True, False]).to_dicts()
+    return counts.sort("rows", "column", "check", descending=[True, False, False]).to_dicts()
 
 
 def _target_rate(valid: pl.DataFrame, spec: DatasetSpec) -> float | None:

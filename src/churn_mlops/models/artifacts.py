@@ -7,8 +7,10 @@ A version is a folder: the LightGBM text model, the fitted feature spec, `model.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,10 +39,16 @@ class Predictor:
     calibration: Calibration
     threshold: float
     meta: dict[str, Any]
+    num_threads: int = 0  # LightGBM's default (OpenMP's choice) when 0
+
+    def with_threads(self, num_threads: int) -> Predictor:
+        """The same predictor scoring with num_threads LightGBM threads."""
+        return dataclasses.replace(self, num_threads=num_threads)
 
     def predict_proba(self, data: Columns) -> np.ndarray:
         """Calibrated churn probabilities for canonical columns (one row or many)."""
-        raw = self.booster.predict(transform(data, self.features), raw_score=True)
+        matrix = transform(data, self.features)
+        raw = self.booster.predict(matrix, raw_score=True, num_threads=self.num_threads)
         return self.calibration.apply(np.asarray(raw, dtype=np.float64))
 
     def predict(self, data: Columns) -> tuple[np.ndarray, np.ndarray]:
@@ -80,28 +88,18 @@ def verify(directory: Path) -> dict[str, str]:
     if not listing.exists():
         raise ModelNotFoundError(f"{directory}: no {CHECKSUMS_FILE}; not a model version")
     checksums: dict[str, str] = json.loads(listing.read_text())
-    for name in REQUIRED:
-        if name not in checksums:
-            raise ChecksumError(f"{directory}: {name} is not covered by {CHECKSUMS_FILE}")
-    for name, expected in checksums.items():
-        path = directory / name
-        if not path.is_file():
-            raise ChecksumError(f"{path}: missing from the model version")
-        if _sha256(path) != expected:
-            raise ChecksumError(f"{path}: checksum mismatch (the artifact was changed or corrupted)")
+    _check_listing(directory, checksums, lambda name: _sha256_of_file(directory / name))
     return checksums
 
 
 def load_predictor(directory: Path) -> Predictor:
     """A Predictor from a version folder, after verifying every checksum."""
     verify(directory)
-    meta = json.loads((directory / META_FILE).read_text())
-    if meta.get("format_version") != FORMAT_VERSION:
-        raise ChecksumError(f"{directory}: artifact format {meta.get('format_version')} is not supported")
-    booster = lgb.Booster(model_str=(directory / MODEL_FILE).read_text())
-    features = FeatureSpec.from_json((directory / FEATURES_FILE).read_text())
-    calibration = Calibration(**meta["calibration"])
-    return Predictor(booster, features, calibration, float(meta["threshold"]), meta)
+    return _predictor(directory, lambda name: (directory / name).read_text())
+
+
+def _sha256_of_file(path: Path) -> str | None:
+    return _sha256(path) if path.is_file() else None
 
 
 def _sha256(path: Path) -> str:
@@ -110,3 +108,41 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: file.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def predictor_from_files(files: Mapping[str, bytes]) -> Predictor:
+    """A Predictor from a version's file contents (name to bytes), after verifying every checksum."""
+    where = Path("<model files>")
+    if CHECKSUMS_FILE not in files:
+        raise ModelNotFoundError(f"{where}: no {CHECKSUMS_FILE}; not a model version")
+    checksums: dict[str, str] = json.loads(files[CHECKSUMS_FILE])
+
+    def digest(name: str) -> str | None:
+        return hashlib.sha256(files[name]).hexdigest() if name in files else None
+
+    _check_listing(where, checksums, digest)
+    return _predictor(where, lambda name: files[name].decode())
+
+
+def _check_listing(where: Path, checksums: Mapping[str, str], digest: Callable[[str], str | None]) -> None:
+    """Raise ChecksumError unless the listing covers the required files and every file matches it."""
+    for name in REQUIRED:
+        if name not in checksums:
+            raise ChecksumError(f"{where}: {name} is not covered by {CHECKSUMS_FILE}")
+    for name, expected in checksums.items():
+        actual = digest(name)
+        if actual is None:
+            raise ChecksumError(f"{where / name}: missing from the model version")
+        if actual != expected:
+            raise ChecksumError(f"{where / name}: checksum mismatch (the artifact was changed or corrupted)")
+
+
+def _predictor(where: Path, text: Callable[[str], str]) -> Predictor:
+    """Build a Predictor from verified files, given a reader of their text by name."""
+    meta = json.loads(text(META_FILE))
+    if meta.get("format_version") != FORMAT_VERSION:
+        raise ChecksumError(f"{where}: artifact format {meta.get('format_version')} is not supported")
+    booster = lgb.Booster(model_str=text(MODEL_FILE))
+    features = FeatureSpec.from_json(text(FEATURES_FILE))
+    calibration = Calibration(**meta["calibration"])
+    return Predictor(booster, features, calibration, float(meta["threshold"]), meta)

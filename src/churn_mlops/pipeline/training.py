@@ -188,7 +188,9 @@ def train_and_register(
         step("evaluating on held-out rows")
         result = evaluate(prepared, model, config)
         step("tracking and registering")
-        version = _register(registry, tracker, run_id, prepared, model, result, lineage, spec, config)
+        version = _register(
+            registry, tracker, run_id, _Trained(prepared, model, result, lineage), spec, config
+        )
     except BaseException:
         tracker.finish(run_id, failed=True)
         raise
@@ -238,20 +240,28 @@ def _tune(
     return result.best_params
 
 
+@dataclass(frozen=True)
+class _Trained:
+    """A fitted model with its data, evaluation and lineage: what a version is made of."""
+
+    prepared: Prepared
+    model: TrainedModel
+    result: Evaluation
+    lineage: dict[str, str]
+
+
 def _register(
     registry: Registry,
     tracker: Tracker,
     run_id: str,
-    prepared: Prepared,
-    model: TrainedModel,
-    result: Evaluation,
-    lineage: dict[str, str],
+    trained: _Trained,
     spec: DatasetSpec,
     config: TrainingSettings,
 ) -> VersionInfo:
+    model, result, lineage = trained.model, trained.result, trained.lineage
     with tempfile.TemporaryDirectory(prefix="churn-model-") as tmp:
         directory = Path(tmp) / "model"
-        _write_version(directory, prepared, model, result, lineage, spec, config, registry.model_name)
+        _write_version(directory, trained, spec, config, registry.model_name)
         tracker.log(
             run_id,
             params=model.params | {"best_iteration": model.best_iteration},
@@ -268,15 +278,9 @@ def _register(
 
 
 def _write_version(
-    directory: Path,
-    prepared: Prepared,
-    model: TrainedModel,
-    result: Evaluation,
-    lineage: dict[str, str],
-    spec: DatasetSpec,
-    config: TrainingSettings,
-    name: str,
+    directory: Path, trained: _Trained, spec: DatasetSpec, config: TrainingSettings, name: str
 ) -> None:
+    prepared, model, result, lineage = trained.prepared, trained.model, trained.result, trained.lineage
     created = datetime.now(UTC).isoformat(timespec="seconds")
     y_test = prepared.part("test")[1]
     save_plots(y_test, result.test_probabilities, result.threshold, result.importance, directory / "plots")

@@ -63,8 +63,19 @@ def build_services(settings: Settings) -> Services:
         keys=KeyStore(settings.serving_database_url),
         limiter=make_rate_limiter(serving.redis_url, serving.rate_per_second, serving.burst),
         predlog=predlog,
-        holder=ModelHolder(registry.load, registry.resolve),
+        holder=ModelHolder(_single_threaded(registry.load), registry.resolve),
     )
+
+
+def _single_threaded(load: Callable[[str], tuple[Any, Any]]) -> Callable[[str], tuple[Any, Any]]:
+    """A loader whose predictors score on one thread: a request is a few rows, and each worker
+    process has its core; OpenMP threads would only add wake-up latency."""
+
+    def single(alias: str) -> tuple[Any, Any]:
+        info, predictor = load(alias)
+        return info, predictor.with_threads(1)
+
+    return single
 
 
 def create_app(

@@ -4,7 +4,8 @@ Callers enqueue rows and wait; one writer thread drains the queue into batches, 
 in one transaction and only then resolves the waiters, so a prediction that was acknowledged is on
 disk. SQLite (WAL, synchronous=NORMAL: a commit survives a killed process, not a power cut) is the
 default; PostgreSQL works the same by URL. `at` is TIMESTAMP WITH TIME ZONE on PostgreSQL and
-naive ISO-8601 text in UTC on SQLite; it always reads back as a UTC-aware datetime.
+naive ISO-8601 text in UTC on SQLite; it always reads back as a UTC-aware datetime. A batch closes
+at batch_size records or wait_ms after its first one, so a lone write waits up to wait_ms.
 """
 
 from __future__ import annotations
@@ -25,6 +26,8 @@ import polars as pl
 import sqlalchemy as sa
 
 from churn_mlops.errors import ChurnError
+
+__all__ = ["SCHEMA", "PredictionLog", "PredictionLogError", "PredictionRecord", "predictions_table"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,12 +91,15 @@ class UtcDateTime(sa.types.TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
+_ID: Final = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
+
+
 def predictions_table(name: str = "predictions", metadata: sa.MetaData | None = None) -> sa.Table:
     """The prediction log's table definition."""
     return sa.Table(
         name,
         metadata if metadata is not None else sa.MetaData(),
-        sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+        sa.Column("id", _ID, primary_key=True, autoincrement=True),
         sa.Column("request_id", sa.Text, nullable=False, index=True),
         sa.Column("at", UtcDateTime, nullable=False),
         sa.Column("key_name", sa.Text),
@@ -105,7 +111,7 @@ def predictions_table(name: str = "predictions", metadata: sa.MetaData | None = 
     )
 
 
-def to_row(record: PredictionRecord) -> _Row:
+def _to_row(record: PredictionRecord) -> _Row:
     """The table row for one record; inputs become JSON text."""
     if record.at.tzinfo is None:
         raise PredictionLogError(f"prediction {record.request_id}: `at` must be timezone-aware")
@@ -132,10 +138,14 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def create_log_engine(url: str) -> sa.Engine:
-    """An engine for the log; SQLite gets WAL and synchronous=NORMAL on every connection."""
+def _create_engine(url: str) -> sa.Engine:
+    """An engine for the log; SQLite gets WAL and synchronous=NORMAL on every connection.
+
+    No pool: the writer keeps its own connection open, and the occasional read opens and closes
+    one, so nothing lingers after close() and reads keep working then.
+    """
     try:
-        engine = sa.create_engine(url)
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
     except (sa.exc.ArgumentError, ImportError) as exc:
         raise PredictionLogError(f"prediction log URL {url!r} is not usable: {exc}") from exc
     if engine.dialect.name == "sqlite":
@@ -204,11 +214,10 @@ class PredictionLog:
         with self._lock:
             if self._thread is not None or self._closed:
                 raise PredictionLogError("the prediction log can be started once")
-            engine = create_log_engine(self.url)
+            engine = _create_engine(self.url)
             try:
                 self.table.create(engine, checkfirst=True)
             except sa.exc.SQLAlchemyError as exc:
-                engine.dispose()
                 raise _failure(f"cannot create the prediction log table: {_first_line(exc)}", exc) from exc
             self._engine = engine
             self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
@@ -219,7 +228,7 @@ class PredictionLog:
         if not records:
             return
         future = asyncio.get_running_loop().create_future()
-        self._submit(_Pending([to_row(r) for r in records], future))
+        self._submit(_Pending([_to_row(r) for r in records], future))
         await future
 
     def write_sync(self, records: Sequence[PredictionRecord]) -> None:
@@ -227,7 +236,7 @@ class PredictionLog:
         if not records:
             return
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._submit(_Pending([to_row(r) for r in records], future))
+        self._submit(_Pending([_to_row(r) for r in records], future))
         future.result()
 
     def close(self, timeout: float = 10.0) -> None:
@@ -244,7 +253,6 @@ class PredictionLog:
         thread.join(timeout)
         if thread.is_alive():
             raise PredictionLogError(f"the prediction log writer did not finish within {timeout}s")
-        self._require_engine().dispose()
 
     def read(self, limit: int | None = None) -> pl.DataFrame:
         """The logged predictions in insertion order; with `limit`, only the latest `limit`."""
