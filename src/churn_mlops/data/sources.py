@@ -69,7 +69,7 @@ def iter_source(source: Source, batch_rows: int) -> Iterator[pl.DataFrame]:
     if not path.exists():
         raise SourceError(f"{path}: no such file or directory")
     if path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES:
-        lazy, kind = pl.scan_parquet(_parquet_files(path)), "Parquet"
+        lazy, kind = pl.scan_parquet(parquet_files(path)), "Parquet"
     elif path.suffix.lower() in CSV_SUFFIXES:
         separator = "\t" if path.suffix.lower() == ".tsv" else ","
         lazy, kind = pl.scan_csv(path, infer_schema=False, separator=separator), "CSV"
@@ -122,7 +122,8 @@ def _read_csv(path: Path) -> pl.DataFrame:
         raise SourceError(f"{path}: cannot read as CSV ({_first_line(exc)})") from exc
 
 
-def _parquet_files(path: Path) -> list[str]:
+def parquet_files(path: Path) -> list[str]:
+    """The Parquet files of a path: itself, or every Parquet file below a folder, sorted."""
     if not path.is_dir():
         return [str(path)]
     files = sorted(str(p) for p in path.rglob("*") if p.suffix.lower() in PARQUET_SUFFIXES)
@@ -132,7 +133,7 @@ def _parquet_files(path: Path) -> list[str]:
 
 
 def _read_parquet(path: Path) -> pl.DataFrame:
-    files = _parquet_files(path)
+    files = parquet_files(path)
     try:
         dataset = ds.dataset(files, format="parquet")
         frame = pl.from_arrow(dataset.to_table())

@@ -1,0 +1,105 @@
+"""The batch scoring job: resolve the model, pick the engine, write scores, summarise."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime
+from pathlib import Path
+from typing import Any, Literal
+
+from churn_mlops.batch.local import Advance, QuarantineWriter, run_local
+from churn_mlops.batch.output import open_writer
+from churn_mlops.batch.scoring import ScoringContext
+from churn_mlops.batch.summary import RunTotals
+from churn_mlops.data.sources import Source
+from churn_mlops.data.spec import DatasetSpec
+from churn_mlops.settings import Settings
+
+Engine = Literal["local", "spark"]
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One scoring run, as a user asked for it."""
+
+    source: Source
+    target: Source
+    model: str = "champion"
+    engine: Engine = "local"
+    run_date: date | None = None
+    top_k: int = 0
+    top_output: Path | None = None
+
+
+def score_customers(
+    request: BatchRequest, spec: DatasetSpec, settings: Settings, advance: Advance = lambda n: None
+) -> dict[str, Any]:
+    """Score the whole source with the chosen model and engine; return the run summary."""
+    from churn_mlops.models.registry import Registry
+
+    registry = Registry(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
+    info, predictor = registry.load(request.model)
+    predictor = predictor.with_threads(settings.batch.num_threads)
+    scored_at = datetime.now(UTC)
+    run_date = request.run_date or scored_at.date()
+    context = ScoringContext(
+        predictor,
+        spec,
+        info.version,
+        run_date,
+        scored_at,
+        settings.batch.horizon_months,
+        settings.batch.value_column,
+    )
+    totals = RunTotals(top_k=request.top_k)
+    stamp = scored_at.strftime("%Y%m%dT%H%M%SZ")
+    quarantine = QuarantineWriter(settings.quarantine_dir / spec.name / f"batch-{run_date}-{stamp}.parquet")
+    writer = open_writer(request.target, run_date)
+    if request.engine == "spark":
+        from churn_mlops.batch.spark import run_spark
+
+        seconds = run_spark(
+            request.source,
+            writer,
+            context,
+            registry=registry,
+            settings=settings,
+            totals=totals,
+            quarantine=quarantine,
+        )
+    else:
+        seconds = run_local(
+            request.source,
+            writer,
+            context,
+            batch_rows=settings.batch.batch_rows,
+            totals=totals,
+            quarantine=quarantine,
+            advance=advance,
+        )
+    top_path = _write_top(totals, request, settings, run_date)
+    return {
+        "engine": request.engine,
+        "model_version": info.version,
+        "run_date": run_date.isoformat(),
+        "input": request.source.describe(),
+        "output": writer.location,
+        "rows_in": totals.rows_in,
+        "rows_scored": totals.rows_scored,
+        "rows_quarantined": totals.rows_quarantined,
+        "seconds": round(seconds, 3),
+        "rows_per_s": round(totals.rows_in / seconds) if seconds else None,
+        "revenue_at_risk": round(totals.revenue_at_risk, 2),
+        "scores": totals.distribution(),
+        "quarantine_path": str(quarantine.written) if quarantine.written else None,
+        "top_path": str(top_path) if top_path else None,
+    }
+
+
+def _write_top(totals: RunTotals, request: BatchRequest, settings: Settings, run_date: date) -> Path | None:
+    if not request.top_k or totals.top is None:
+        return None
+    path = request.top_output or settings.home / "batch" / run_date.isoformat() / f"top_{request.top_k}.csv"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    totals.top.write_csv(path)
+    return path

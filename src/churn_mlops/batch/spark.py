@@ -1,0 +1,434 @@
+"""The Spark batch engine: the local engine's `score_batch`, run on every Arrow batch by mapInArrow.
+
+Spark reads the source (CSV as text under the header's names; Parquet files in the local engine's
+order), executors score each Arrow batch with the Predictor they build once per Python worker
+from broadcast, checksum-verified model files, and Spark writes one union table (scores, and
+quarantined rows encoded as JSON) to a temporary Parquet folder. The driver streams that folder
+back in source order into the local engine's ScoreWriter, QuarantineWriter and RunTotals, so both
+engines write the same scores, quarantine file, top customers and summary.
+
+Executors number rows within their partition; partitions follow the source order, so the driver
+turns those numbers into the local engine's source row numbers.
+
+Limits, and follow-ups:
+- SQL sources are read on the driver with `iter_source` and handed to Spark batch by batch:
+  reading them in Spark needs a JDBC driver jar, and nothing is downloaded.
+- A CSV record must hold one field per header column on one line (Spark reads FAILFAST; the local
+  engine also takes short rows and quoted line breaks).
+- Scores come back through a folder under CHURN_HOME, which executors must be able to write: true
+  for local[*]. On a cluster, write the scores from Spark straight to object storage instead and
+  bring back only the totals and the quarantine.
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import json
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import polars as pl
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from churn_mlops import errors
+from churn_mlops.batch.local import QuarantineWriter, check_totals
+from churn_mlops.batch.output import ScoreWriter
+from churn_mlops.batch.scoring import SCORE_COLUMNS, ScoredBatch, ScoringContext, empty_scores, score_batch
+from churn_mlops.batch.summary import RunTotals
+from churn_mlops.data.normalize import ROW
+from churn_mlops.data.sources import CSV_SUFFIXES, PARQUET_SUFFIXES, Source, iter_source, parquet_files
+from churn_mlops.errors import ChecksumError, ChurnError, ConfigError, SourceError
+from churn_mlops.models.artifacts import CHECKSUMS_FILE, Predictor, predictor_from_files
+from churn_mlops.settings import BatchSettings, Settings
+
+if TYPE_CHECKING:
+    from pyspark import Broadcast
+    from pyspark.sql import DataFrame, SparkSession
+
+    from churn_mlops.models.registry import Registry
+
+logger = logging.getLogger(__name__)
+
+APP_NAME = "churn-batch-score"
+PART, QUARANTINED, FAILED = "_part", "_quarantined", "_failed"
+_SPARK_TYPES: dict[object, str] = {
+    pl.String: "string",
+    pl.Float64: "double",
+    pl.Int8: "tinyint",
+    pl.Int32: "int",
+    pl.Date: "date",
+    pl.Datetime: "timestamp",
+}
+_SPARK_ERROR = re.compile(r"\[([A-Z_]+)(?:\.[A-Z_]+)?\] ([^\n]*?)(?:\s+SQLSTATE: \w+)?\s*$", re.MULTILINE)
+_PREDICTORS: dict[str, Predictor] = {}  # in each Python worker: the current job's model, by checksums digest
+
+
+def run_spark(
+    source: Source,
+    writer: ScoreWriter,
+    context: ScoringContext,
+    *,
+    registry: Registry,
+    settings: Settings,
+    totals: RunTotals,
+    quarantine: QuarantineWriter,
+) -> float:
+    """Score every row of the source on Spark into the writer, as the local engine would; return seconds."""
+    started = time.perf_counter()
+    try:
+        with (
+            spark_session(settings.batch) as spark,
+            _scratch(settings) as scratch,
+            _shipped(spark, registry, context, scratch) as job,
+        ):
+            for scored in _scored_batches(spark, source, job, scratch, settings.batch.batch_rows):
+                writer.write(scored.scores)
+                quarantine.write(scored.quarantine)
+                totals.add(scored.scores, scored.quarantine.height, scored.rows_in)
+        check_totals(totals, context.spec.max_quarantine_fraction)
+        writer.commit()
+    except BaseException:
+        writer.abort()
+        quarantine.abort()
+        raise
+    quarantine.commit()
+    return time.perf_counter() - started
+
+
+@contextmanager
+def spark_session(batch: BatchSettings) -> Iterator[SparkSession]:
+    """The active SparkSession, or a new one on `batch.spark_master` that is stopped afterwards."""
+    try:
+        from pyspark.sql import SparkSession
+    except ImportError as exc:
+        raise ConfigError(
+            "the spark engine needs pyspark: install the spark extra: uv sync --extra spark"
+        ) from exc
+    spark = SparkSession.getActiveSession()
+    owned = spark is None
+    spark = spark or _start(batch.spark_master)
+    try:
+        with _runtime_conf(spark, batch.batch_rows):
+            yield spark
+    finally:
+        if owned:
+            spark.stop()
+
+
+def _start(master: str) -> SparkSession:
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+    from pyspark.sql import SparkSession
+
+    if not (os.environ.get("JAVA_HOME") or shutil.which("java")):
+        raise ConfigError("the spark engine needs Java 17 or later: install a JDK or set JAVA_HOME")
+    builder = SparkSession.builder.master(master).appName(APP_NAME)
+    for key, value in _session_conf(master).items():
+        builder = builder.config(key, value)
+    started = time.perf_counter()
+    try:
+        spark = builder.getOrCreate()
+    except (PySparkException, Py4JError, OSError) as exc:
+        raise ConfigError(
+            f"cannot start Spark on {master} ({_first_line(exc)}); it needs Java 17 or later"
+        ) from exc
+    spark.sparkContext.setLogLevel("WARN")
+    logger.info("Spark %s on %s started in %.1f s", spark.version, master, time.perf_counter() - started)
+    return spark
+
+
+def _session_conf(master: str) -> dict[str, str]:
+    conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}
+    if master.startswith("local"):
+        # One machine: stay on loopback, and run Python workers with this interpreter and its packages.
+        conf |= {
+            "spark.driver.host": "127.0.0.1",
+            "spark.driver.bindAddress": "127.0.0.1",
+            "spark.pyspark.python": sys.executable,
+        }
+    return conf
+
+
+@contextmanager
+def _runtime_conf(spark: SparkSession, batch_rows: int) -> Iterator[None]:
+    """Set the run's SQL settings, restoring a reused session's own values afterwards."""
+    wanted = {
+        "spark.sql.execution.arrow.pyspark.enabled": "true",
+        "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows),
+        "spark.sql.parquet.outputTimestampType": "TIMESTAMP_MICROS",  # read back as UTC microseconds
+    }
+    before = {key: spark.conf.get(key, None) for key in wanted}
+    for key, value in wanted.items():
+        spark.conf.set(key, value)
+    try:
+        yield
+    finally:
+        for key, old in before.items():
+            if old is None:
+                spark.conf.unset(key)
+            else:
+                spark.conf.set(key, old)
+
+
+@contextmanager
+def _scratch(settings: Settings) -> Iterator[Path]:
+    parent = settings.home / "batch"
+    parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=".spark-", dir=parent) as folder:
+        yield Path(folder)
+
+
+@dataclass(frozen=True)
+class _Job:
+    """What an executor needs to score: the model's files, and the run's context less its Predictor."""
+
+    files: Broadcast[dict[str, bytes]]
+    digest: str
+    num_threads: int
+    shared: dict[str, Any]  # every ScoringContext field but the predictor
+
+    def context(self) -> ScoringContext:
+        """The ScoringContext on an executor, with this worker's verified Predictor."""
+        return ScoringContext(predictor=_worker_predictor(self), **self.shared)
+
+
+@contextmanager
+def _shipped(
+    spark: SparkSession, registry: Registry, context: ScoringContext, scratch: Path
+) -> Iterator[_Job]:
+    """Broadcast the version's verified files for the run, and drop them afterwards."""
+    folder = registry.fetch(context.model_version, scratch / "model")
+    files = {
+        p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+    shared = {f.name: getattr(context, f.name) for f in fields(context) if f.name != "predictor"}
+    threads = int(spark.sparkContext.getConf().get("spark.task.cpus", "1") or "1")
+    broadcast = spark.sparkContext.broadcast(files)
+    try:
+        yield _Job(broadcast, hashlib.sha256(files[CHECKSUMS_FILE]).hexdigest(), threads, shared)
+    finally:
+        broadcast.destroy()
+
+
+def _worker_predictor(job: _Job) -> Predictor:
+    """The job's Predictor, verified and built once per Python worker (which keeps one model)."""
+    predictor = _PREDICTORS.get(job.digest)
+    if predictor is None:
+        files = job.files.value
+        if hashlib.sha256(files.get(CHECKSUMS_FILE, b"")).hexdigest() != job.digest:
+            raise ChecksumError(
+                f"{CHECKSUMS_FILE}: the broadcast model is not the version the driver fetched"
+            )
+        predictor = predictor_from_files(files).with_threads(job.num_threads)
+        _PREDICTORS.clear()
+        _PREDICTORS[job.digest] = predictor
+    return predictor
+
+
+def _scored_batches(
+    spark: SparkSession, source: Source, job: _Job, scratch: Path, batch_rows: int
+) -> Iterator[ScoredBatch]:
+    """Score each Spark input in turn and stream its results back, numbering rows across inputs."""
+    first_row = 1
+    for index, frame in enumerate(_inputs(spark, source, batch_rows)):
+        folder = scratch / f"scores-{index}"
+        _score_to(folder, frame, job, source)
+        for scored in _read_back(folder, batch_rows, first_row):
+            first_row += scored.rows_in
+            yield scored
+        shutil.rmtree(folder)
+
+
+def _score_to(folder: Path, frame: DataFrame, job: _Job, source: Source) -> None:
+    """Run the Spark job: score every partition with mapInArrow and write the union table as Parquet."""
+    started = time.perf_counter()
+    with _spark_errors(source):
+        scored = frame.mapInArrow(functools.partial(_score_partition, job), _spark_schema())
+        scored.write.parquet(str(folder))
+    logger.info("Spark scored %s in %.1f s", folder.name, time.perf_counter() - started)
+
+
+def _inputs(spark: SparkSession, source: Source, batch_rows: int) -> Iterator[DataFrame]:
+    """The source as Spark frames in source order: one for files, one per driver-read batch for SQL."""
+    if not source.is_sql:
+        with _spark_errors(source):
+            frame = _read_files(spark, Path(source.location))
+        yield frame
+        return
+    for batch in iter_source(source, batch_rows):
+        with _spark_errors(source):
+            frame = spark.createDataFrame(batch.with_columns(pl.col(pl.Null).cast(pl.String)).to_arrow())
+        yield frame
+
+
+def _read_files(spark: SparkSession, path: Path) -> DataFrame:
+    if not path.exists():
+        raise SourceError(f"{path}: no such file or directory")
+    if path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES:
+        # One read per file, unioned in the local engine's order: a single read would pack files by size.
+        frames = [spark.read.parquet(name) for name in parquet_files(path)]
+        return functools.reduce(lambda a, b: a.unionByName(b), frames)
+    if path.suffix.lower() in CSV_SUFFIXES:
+        return _read_csv(spark, path)
+    raise SourceError(f"{path}: unknown file type (use .csv, .parquet or a folder of Parquet files)")
+
+
+def _read_csv(spark: SparkSession, path: Path) -> DataFrame:
+    from pyspark.sql.types import StringType, StructField, StructType
+
+    separator = "\t" if path.suffix.lower() == ".tsv" else ","
+    try:
+        with path.open(newline="", encoding="utf-8-sig") as file:
+            header = next(csv.reader(file, delimiter=separator), [])
+    except (UnicodeDecodeError, csv.Error) as exc:
+        raise SourceError(f"{path}: cannot read as CSV ({exc})") from exc
+    if not header:
+        raise SourceError(f"{path}: cannot read as CSV (no header line)")
+    schema = StructType([StructField(name, StringType()) for name in header])
+    # As polars reads CSV: "" doubles a quote, an empty field is null, a quoted empty one is "".
+    # Spark turns fields equal to nullValue into null, so it is set to text no CSV holds.
+    options = {"sep": separator, "quote": '"', "escape": '"', "nullValue": "\u0000", "mode": "FAILFAST"}
+    return spark.read.csv(str(path), schema=schema, header=True, **options)
+
+
+def _score_partition(job: _Job, batches: Iterator[pa.RecordBatch]) -> Iterator[pa.RecordBatch]:
+    """Score a partition's Arrow batches (rows numbered from 1 in the partition); a ChurnError is a row."""
+    from pyspark import TaskContext
+
+    task = TaskContext.get()
+    part = task.partitionId() if task else 0
+    first_row = 1
+    try:
+        context = job.context()
+        for batch in batches:
+            raw = _frame(batch)
+            scored = score_batch(raw, context, first_row=first_row)
+            first_row += raw.height
+            yield from _encode(part, scored).to_arrow().to_batches()
+    except ChurnError as exc:
+        failed = {"type": type(exc).__name__, "message": str(exc)}
+        yield from (
+            _conform(pl.DataFrame({PART: [part], FAILED: [json.dumps(failed)]})).to_arrow().to_batches()
+        )
+
+
+def _encode(part: int, scored: ScoredBatch) -> pl.DataFrame:
+    """One union frame: the scores, then the quarantined rows as JSON, all tagged with the partition."""
+    rows = scored.quarantine
+    quarantined = (
+        rows.select(pl.struct(pl.all()).struct.json_encode().alias(QUARANTINED))
+        if rows.height
+        else pl.DataFrame(schema={QUARANTINED: pl.String})
+    )
+    frame = pl.concat([scored.scores, quarantined], how="diagonal_relaxed")
+    return _conform(frame.with_columns(pl.lit(part, pl.Int32).alias(PART)))
+
+
+def _output_schema() -> dict[str, pl.DataType]:
+    return {PART: pl.Int32(), **empty_scores().schema, QUARANTINED: pl.String(), FAILED: pl.String()}
+
+
+def _conform(frame: pl.DataFrame) -> pl.DataFrame:
+    """The frame in the output schema, missing columns as nulls."""
+    return frame.select(
+        pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype).alias(name)
+        for name, dtype in _output_schema().items()
+    )
+
+
+def _spark_schema() -> str:
+    return ", ".join(
+        f"`{name}` {_SPARK_TYPES[dtype.base_type()]}" for name, dtype in _output_schema().items()
+    )
+
+
+def _read_back(folder: Path, batch_rows: int, first_row: int) -> Iterator[ScoredBatch]:
+    """Stream Spark's output in partition order, turning partition row numbers into source ones."""
+    part, base, seen = -1, 0, first_row - 1
+    for path in sorted(folder.glob("part-*.parquet"), key=lambda p: int(p.name.split("-")[1])):
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
+            frame = _frame(batch)
+            if frame.height and frame.item(0, PART) != part:
+                part, base = frame.item(0, PART), seen
+            yield _decode(frame, base)
+            seen += frame.height
+
+
+def _decode(frame: pl.DataFrame, base: int) -> ScoredBatch:
+    """Split a chunk of Spark's output into scores and quarantined rows, raising an executor's error."""
+    failed = frame.get_column(FAILED).drop_nulls()
+    if failed.len():
+        raise _executor_error(json.loads(failed.item(0)))
+    quarantined = frame.get_column(QUARANTINED)
+    scores = frame.filter(quarantined.is_null()).select(SCORE_COLUMNS).cast(empty_scores().schema)
+    return ScoredBatch(scores, _quarantined_rows(quarantined.drop_nulls(), base), frame.height)
+
+
+def _quarantined_rows(encoded: pl.Series, base: int) -> pl.DataFrame:
+    """The quarantined rows from their JSON (every raw value as text), numbered from `base` + 1."""
+    if encoded.len() == 0:
+        return pl.DataFrame()
+    rows = encoded.str.json_decode(infer_schema_length=None).struct.unnest()
+    return rows.with_columns(pl.exclude(ROW).cast(pl.String), pl.col(ROW).cast(pl.Int64) + base)
+
+
+def _executor_error(failed: Mapping[str, str]) -> ChurnError:
+    """The ChurnError an executor raised, rebuilt with its own class and message."""
+    kind = getattr(errors, failed["type"], ChurnError)
+    return (kind if isinstance(kind, type) and issubclass(kind, ChurnError) else ChurnError)(
+        failed["message"]
+    )
+
+
+@contextmanager
+def _spark_errors(source: Source) -> Iterator[None]:
+    """Spark's own failures as one-line ChurnErrors: input it cannot read is a SourceError."""
+    from py4j.protocol import Py4JError
+    from pyspark.errors import PySparkException
+
+    try:
+        yield
+    except (PySparkException, Py4JError) as exc:
+        raise _translate(exc, source) from exc
+
+
+def _translate(exc: Exception, source: Source) -> ChurnError:
+    from pyspark.errors import PythonException
+
+    if isinstance(exc, PythonException):  # a bug, not a ChurnError: those come back as rows
+        return ChurnError(f"the Spark job failed: {str(exc).strip().splitlines()[-1]}")
+    found = dict(_SPARK_ERROR.findall(str(exc)))  # error class to message; the innermost cause wins
+    malformed = found.get("MALFORMED_CSV_RECORD") or found.get("MALFORMED_RECORD_IN_PARSING")
+    if malformed:
+        return SourceError(
+            f"{source.describe()}: cannot read as CSV ({malformed}; the spark engine needs "
+            "one field per header column on every line)"
+        )
+    for kind in ("FAILED_READ_FILE", "PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA"):
+        if kind in found:
+            return SourceError(f"{source.describe()}: cannot read ({found[kind]})")
+    return ChurnError(f"the Spark job failed: {next(iter(found.values()), _first_line(exc))}")
+
+
+def _frame(batch: pa.RecordBatch) -> pl.DataFrame:
+    frame = pl.from_arrow(batch)
+    assert isinstance(frame, pl.DataFrame)
+    return frame
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
