@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -23,16 +22,6 @@ from tests.integration.serving_fixtures import TrainedHome
 from tests.integration.test_cli import churn
 
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture
-def home(trained_home: TrainedHome, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrainedHome]:
-    """The trained home as CHURN_HOME, with small batches so every run streams several."""
-    monkeypatch.setenv("CHURN_HOME", str(trained_home.home))
-    monkeypatch.setenv("CHURN_BATCH__BATCH_ROWS", "1000")
-    get_settings.cache_clear()
-    yield trained_home
-    get_settings.cache_clear()
 
 
 def _score(*args: str, code: int = 0) -> dict:  # type: ignore[type-arg]

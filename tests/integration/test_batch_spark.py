@@ -57,16 +57,6 @@ def spark() -> Iterator[Any]:
         yield session
 
 
-@pytest.fixture
-def home(trained_home: TrainedHome, monkeypatch: pytest.MonkeyPatch) -> Iterator[TrainedHome]:
-    """The trained home as CHURN_HOME, with small batches so every run has several."""
-    monkeypatch.setenv("CHURN_HOME", str(trained_home.home))
-    monkeypatch.setenv("CHURN_BATCH__BATCH_ROWS", "1000")
-    get_settings.cache_clear()
-    yield trained_home
-    get_settings.cache_clear()
-
-
 def _score(source: Path, output: Path, *args: str, code: int = 0) -> dict[str, Any]:
     """`churn batch score` on source into output; the JSON summary, or the error text."""
     text = churn(

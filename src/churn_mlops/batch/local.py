@@ -7,7 +7,7 @@ scores with both cores, so the run is bounded by the slower of the two, in bound
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -15,9 +15,10 @@ import polars as pl
 import pyarrow.parquet as pq
 
 from churn_mlops.batch.output import ScoreWriter
-from churn_mlops.batch.scoring import ScoringContext, score_batch
+from churn_mlops.batch.scoring import ScoredBatch, ScoringContext, score_batch
 from churn_mlops.batch.summary import RunTotals
 from churn_mlops.data.sources import Source, iter_source
+from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.errors import DataValidationError
 
 Advance = Callable[[int], None]
@@ -35,23 +36,44 @@ def run_local(
 ) -> float:
     """Score every batch of the source into the writer; return the seconds it took."""
     started = time.perf_counter()
-    first_row = 1
+    drain(_scored(source, context, batch_rows, advance), writer, quarantine, totals, context.spec)
+    return time.perf_counter() - started
+
+
+def drain(
+    batches: Iterable[ScoredBatch],
+    writer: ScoreWriter,
+    quarantine: QuarantineWriter,
+    totals: RunTotals,
+    spec: DatasetSpec,
+) -> None:
+    """Write every scored batch, check the run's totals, commit both outputs; on failure abort both."""
+    iterator = iter(batches)
     try:
-        for raw in _read_ahead(iter_source(source, batch_rows)):
-            scored = score_batch(raw, context, first_row=first_row)
+        for scored in iterator:
             writer.write(scored.scores)
             quarantine.write(scored.quarantine)
             totals.add(scored.scores, scored.quarantine.height, scored.rows_in)
-            first_row += raw.height
-            advance(raw.height)
-        check_totals(totals, context.spec.max_quarantine_fraction)
+        check_totals(totals, spec.max_quarantine_fraction)
         writer.commit()
     except BaseException:
         writer.abort()
         quarantine.abort()
         raise
+    finally:
+        if isinstance(iterator, Generator):
+            iterator.close()
     quarantine.commit()
-    return time.perf_counter() - started
+
+
+def _scored(
+    source: Source, context: ScoringContext, batch_rows: int, advance: Advance
+) -> Iterator[ScoredBatch]:
+    first_row = 1
+    for raw in _read_ahead(iter_source(source, batch_rows)):
+        yield score_batch(raw, context, first_row=first_row)
+        first_row += raw.height
+        advance(raw.height)
 
 
 def check_totals(totals: RunTotals, max_quarantine_fraction: float) -> None:

@@ -44,7 +44,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from churn_mlops import errors
-from churn_mlops.batch.local import QuarantineWriter, check_totals
+from churn_mlops.batch.local import QuarantineWriter, drain
 from churn_mlops.batch.output import ScoreWriter
 from churn_mlops.batch.scoring import SCORE_COLUMNS, ScoredBatch, ScoringContext, empty_scores, score_batch
 from churn_mlops.batch.summary import RunTotals
@@ -88,24 +88,20 @@ def run_spark(
 ) -> float:
     """Score every row of the source on Spark into the writer, as the local engine would; return seconds."""
     started = time.perf_counter()
-    try:
-        with (
-            spark_session(settings.batch) as spark,
-            _scratch(settings) as scratch,
-            _shipped(spark, registry, context, scratch) as job,
-        ):
-            for scored in _scored_batches(spark, source, job, scratch, settings.batch.batch_rows):
-                writer.write(scored.scores)
-                quarantine.write(scored.quarantine)
-                totals.add(scored.scores, scored.quarantine.height, scored.rows_in)
-        check_totals(totals, context.spec.max_quarantine_fraction)
-        writer.commit()
-    except BaseException:
-        writer.abort()
-        quarantine.abort()
-        raise
-    quarantine.commit()
+    drain(_session_batches(source, context, registry, settings), writer, quarantine, totals, context.spec)
     return time.perf_counter() - started
+
+
+def _session_batches(
+    source: Source, context: ScoringContext, registry: Registry, settings: Settings
+) -> Iterator[ScoredBatch]:
+    """Scored batches from a Spark job; the session and scratch space live as long as the iteration."""
+    with (
+        spark_session(settings.batch) as spark,
+        _scratch(settings) as scratch,
+        _shipped(spark, registry, context, scratch) as job,
+    ):
+        yield from _scored_batches(spark, source, job, scratch, settings.batch.batch_rows)
 
 
 @contextmanager

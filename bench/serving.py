@@ -1,0 +1,591 @@
+"""Serving benchmark: the churn server's /predict against a bare FastAPI endpoint, one core each side.
+
+What it measures
+    Set-up (not timed): installs `wrk` with apt-get when it is missing; trains a champion on
+    `--rows` synthetic customers in a fresh CHURN_HOME (under `--workdir`, reused when it is
+    there) and creates a predict-scope API key; the request body is one of those customers.
+
+    Two servers run at once, each one uvicorn worker pinned to CPU 0 (`taskset -c 0`), both with
+    uvloop/httptools and the access log of uvicorn off:
+      - churn: `python -m churn_mlops serve --workers 1` on that home, everything on: API key auth,
+        the rate limiter (rate and burst set to 1,000,000, so it runs on every request but never
+        refuses), the prediction log (SQLite WAL, each answer waits for its commit), the JSON
+        access log (to a file), Prometheus metrics.
+      - bare: bench/serving_bare.py, one POST endpoint whose body is the same pydantic request
+        model (built from the dataset spec the same way) and which returns a constant dict.
+    The load comes from CPU 1 (this process and wrk are pinned there).
+
+    1. Peak throughput, closed loop: after `--warmup` s on each, `wrk -t1 -c{--connections}
+       -d{--duration}s --latency -s bench/predict.lua`, alternately churn, bare, `--repeat` times.
+       The best run of each gives req/s; ratio = churn req/s / bare req/s. The server's CPU time
+       per request (utime + stime of its process, all threads) is listed too: on a shared
+       machine it moves less than req/s does.
+    2. Latency at half the churn peak, open loop: an asyncio generator (uvloop) in this process
+       sends requests on a fixed schedule, rate = best churn req/s / 2, over up to
+       `--open-connections` keep-alive connections, alternately to churn and bare, `--repeat`
+       times `--open-duration` s each. A request's latency runs from its scheduled send time to
+       the end of its response, so a server that falls behind is charged for the queueing
+       (no coordinated omission). p50 and p99 pool the requests of every repeat (a stall of the
+       server in one run counts); each run's own p99 is listed too. On a shared machine another
+       tenant can stall either side: the bare server's p99 at the same rate and the generator's
+       own lateness (scheduled send to the start of its task) show when that happened.
+    Any non-2xx answer or socket error stops the benchmark: the figures would not mean anything.
+
+Output
+    Progress lines, a table, and as the last line of stdout one JSON object (predict_rps,
+    bare_rps, ratio, p50_ms, p99_ms at half peak, rate, durations, targets, passed, ...).
+    Targets: ratio >= 0.6 and p99 < 10 ms at half the peak rate.
+
+How to run
+    uv run python bench/serving.py [--duration S] [--repeat K] [--connections C]
+                                   [--open-duration S] [--workdir DIR] [--rows N]
+
+    Defaults take about three minutes. Needs Linux, 2+ CPUs, taskset, and root for apt-get.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any, NoReturn
+
+BENCH = Path(__file__).resolve().parent
+REPO = BENCH.parent
+LUA = BENCH / "predict.lua"
+BARE = BENCH / "serving_bare.py"
+SERVER_CPU, CLIENT_CPU = 0, 1
+RATIO_TARGET = 0.6
+P99_TARGET_MS = 10.0
+UNTHROTTLED = "1000000"  # rate limit and burst: the limiter runs on every request, never refuses
+READY_SECONDS = 300.0
+
+
+@dataclass(frozen=True)
+class Fixture:
+    """A CHURN_HOME with a champion, a predict key and one request body."""
+
+    home: Path
+    api_key: str
+    body_file: Path
+
+    @property
+    def body(self) -> bytes:
+        """The JSON request body."""
+        return self.body_file.read_bytes()
+
+
+@dataclass
+class Server:
+    """A uvicorn server pinned to the server CPU."""
+
+    name: str
+    process: subprocess.Popen[bytes]
+    port: int
+    log: Path
+
+    @property
+    def url(self) -> str:
+        """The /predict URL."""
+        return f"http://127.0.0.1:{self.port}/predict"
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time of the server process so far, all threads."""
+        fields = Path(f"/proc/{self.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM, then SIGKILL)."""
+        self.process.terminate()
+        try:
+            self.process.wait(15)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait()
+
+
+@dataclass(frozen=True)
+class ClosedRun:
+    """One wrk run: throughput, latency and the server's CPU per request."""
+
+    rps: float
+    requests: int
+    p50_ms: float
+    p99_ms: float
+    cpu_us: float
+
+
+@dataclass(frozen=True)
+class OpenRun:
+    """One open-loop run at a fixed rate: latencies from the scheduled send times, in seconds."""
+
+    latencies: list[float]
+    lateness: list[float]
+    seconds: float
+
+
+def say(text: str) -> None:
+    """A progress line on stdout, flushed at once."""
+    print(text, flush=True)
+
+
+def fail(text: str) -> NoReturn:
+    """Stop with a clear message on stderr."""
+    sys.exit(f"bench/serving.py: {text}")
+
+
+# ---- set-up ------------------------------------------------------------------------------------
+
+
+def ensure_wrk() -> str:
+    """The wrk binary, installed with apt-get when missing."""
+    found = shutil.which("wrk")
+    if found:
+        return found
+    say("set-up: wrk is not installed; installing it with `apt-get install -y wrk`")
+    if not _apt("install", "-y", "wrk"):
+        say("set-up: that failed; running `apt-get update` and trying again")
+        _apt("update")
+        _apt("install", "-y", "wrk")
+    found = shutil.which("wrk")
+    if not found:
+        fail("wrk is missing and `apt-get install -y wrk` failed (needs root and a Debian mirror)")
+    say(f"set-up: installed {found}")
+    return str(found)
+
+
+def _apt(*args: str) -> bool:
+    try:
+        done = subprocess.run(["apt-get", *args], capture_output=True, check=False)
+    except FileNotFoundError:
+        return False
+    return done.returncode == 0
+
+
+def check_machine() -> None:
+    """Two pinnable CPUs and taskset, or a clear message."""
+    if not hasattr(os, "sched_getaffinity") or not shutil.which("taskset"):
+        fail("needs Linux with taskset (util-linux)")
+    if not {SERVER_CPU, CLIENT_CPU} <= os.sched_getaffinity(0):
+        fail(f"needs CPUs {SERVER_CPU} and {CLIENT_CPU} (server and load generator on one core each)")
+
+
+def prepare(root: Path, rows: int) -> Fixture:
+    """A trained CHURN_HOME with a key and a body under root, made once and then reused."""
+    saved = root / "fixture.json"
+    if saved.exists():
+        fields = json.loads(saved.read_text())
+        say(f"set-up: reusing the trained home in {root}")
+        return Fixture(Path(fields["home"]), fields["api_key"], Path(fields["body_file"]))
+    started = time.perf_counter()
+    fixture = _train(root, rows)
+    fields = {"home": str(fixture.home), "api_key": fixture.api_key, "body_file": str(fixture.body_file)}
+    saved.write_text(json.dumps(fields))
+    seconds = time.perf_counter() - started
+    say(f"set-up: trained a champion on {rows:,} synthetic customers in {seconds:.1f} s (not timed)")
+    return fixture
+
+
+def _train(root: Path, rows: int) -> Fixture:
+    from churn_mlops.data.ingest import ingest
+    from churn_mlops.data.lake import Lake
+    from churn_mlops.data.sinks import write_frames
+    from churn_mlops.data.sources import Source
+    from churn_mlops.data.spec import load_spec
+    from churn_mlops.data.synthetic import generate
+    from churn_mlops.pipeline.training import train_and_register
+    from churn_mlops.serving.keys import KeyStore
+    from churn_mlops.settings import Settings
+
+    root.mkdir(parents=True, exist_ok=True)
+    settings, spec = Settings(home=root / "churn-home"), load_spec()
+    csv = root / "customers.csv"
+    write_frames(generate(rows, seed=7), Source(str(csv)), overwrite=True)
+    lake = Lake(settings.lake_dir)
+    result = ingest(Source(str(csv)), spec, lake=lake, quarantine_dir=settings.quarantine_dir)
+    if result.version is None:
+        fail("set-up: the synthetic customers did not ingest")
+    frame = lake.read(result.version)
+    train_and_register(frame, result.version, spec, settings)
+    api_key, _ = KeyStore(settings.serving_database_url).create("bench", ["predict"])
+    customer = frame.drop(spec.target.name).drop_nulls().row(0, named=True)
+    body_file = root / "body.json"
+    body_file.write_text(json.dumps(customer))
+    return Fixture(settings.home, api_key, body_file)
+
+
+# ---- servers -----------------------------------------------------------------------------------
+
+
+def start_servers(fixture: Fixture, workdir: Path) -> tuple[Server, Server]:
+    """The churn server and the bare one, both pinned to the server CPU and answering."""
+    env = {
+        **os.environ,
+        "CHURN_HOME": str(fixture.home),
+        "CHURN_SERVING__RATE_PER_SECOND": UNTHROTTLED,
+        "CHURN_SERVING__BURST": UNTHROTTLED,
+    }
+    churn = _launch("churn", [sys.executable, "-m", "churn_mlops", "serve", "--workers", "1"], env, workdir)
+    bare = _launch("bare", [sys.executable, str(BARE)], dict(os.environ), workdir)
+    try:
+        for server in (churn, bare):
+            answer = _wait_ready(server, fixture)
+            where = f"pid {server.process.pid}, port {server.port}"
+            say(f"set-up: {server.name} server ({where}) answers {answer}")
+    except BaseException:  # SystemExit from fail() included: leave no server behind
+        churn.stop()
+        bare.stop()
+        raise
+    return churn, bare
+
+
+def _launch(name: str, command: list[str], env: dict[str, str], workdir: Path) -> Server:
+    port = _free_port()
+    log = workdir / f"{name}-server.log"
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            ["taskset", "-c", str(SERVER_CPU), *command, "--port", str(port)],
+            env=env,
+            cwd=REPO,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    return Server(name, process, port, log)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
+def _wait_ready(server: Server, fixture: Fixture) -> str:
+    """Post the body until the server answers 200; its answer, or exit with the log's tail."""
+    deadline = time.monotonic() + READY_SECONDS
+    request = urllib.request.Request(
+        server.url,
+        data=fixture.body,
+        headers={"Content-Type": "application/json", "X-API-Key": fixture.api_key},
+    )
+    while time.monotonic() < deadline:
+        if server.process.poll() is not None:
+            break
+        try:
+            with urllib.request.urlopen(request, timeout=5) as response:
+                return str(response.read().decode())
+        except (urllib.error.URLError, ConnectionError):
+            time.sleep(0.5)
+    tail = server.log.read_text(errors="replace")[-2000:]
+    fail(f"the {server.name} server did not answer 200 on {server.url}; its log ends:\n{tail}")
+
+
+# ---- closed loop (wrk) -------------------------------------------------------------------------
+
+
+def closed_loop(wrk: str, server: Server, fixture: Fixture, connections: int, seconds: float) -> ClosedRun:
+    """One wrk run from the client CPU against a server."""
+    env = {**os.environ, "WRK_BODY_FILE": str(fixture.body_file), "WRK_API_KEY": fixture.api_key}
+    command = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(LUA), server.url]
+    cpu = server.cpu_seconds()
+    done = subprocess.run(
+        ["taskset", "-c", str(CLIENT_CPU), *command], env=env, capture_output=True, text=True, check=False
+    )
+    cpu = server.cpu_seconds() - cpu
+    lines = [line for line in done.stdout.splitlines() if line.startswith("WRK_RESULT ")]
+    if done.returncode != 0 or not lines:
+        fail(f"wrk failed against {server.name}:\n{done.stdout}{done.stderr}")
+    result = json.loads(lines[-1].removeprefix("WRK_RESULT "))
+    if result["non_2xx"] or result["socket_errors"] or not result["requests"]:
+        fail(f"{server.name}: wrk saw {result} (non-2xx answers or socket errors); see {server.log}")
+    return ClosedRun(
+        rps=result["requests"] / (result["duration_us"] / 1e6),
+        requests=result["requests"],
+        p50_ms=result["p50_us"] / 1000,
+        p99_ms=result["p99_us"] / 1000,
+        cpu_us=cpu / result["requests"] * 1e6,
+    )
+
+
+# ---- open loop (asyncio) -----------------------------------------------------------------------
+
+
+def open_loop(server: Server, fixture: Fixture, rate: float, seconds: float, connections: int) -> OpenRun:
+    """Send at a fixed rate for `seconds`; latency of each request from its scheduled time."""
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    request = _raw_request(server.port, fixture)
+    started = time.perf_counter()
+    try:
+        latencies, lateness = runner(_send_at_rate(server.port, request, rate, seconds, connections))
+    except (OSError, asyncio.IncompleteReadError) as exc:
+        fail(f"{server.name}: the open-loop connection failed ({exc!r}); see {server.log}")
+    if len(latencies) != int(rate * seconds):
+        fail(f"{server.name}: {int(rate * seconds) - len(latencies)} open-loop requests failed")
+    return OpenRun(latencies, lateness, time.perf_counter() - started)
+
+
+def _raw_request(port: int, fixture: Fixture) -> bytes:
+    body = fixture.body
+    head = (
+        f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
+        f"X-API-Key: {fixture.api_key}\r\nContent-Length: {len(body)}\r\n\r\n"
+    )
+    return head.encode() + body
+
+
+async def _send_at_rate(
+    port: int, request: bytes, rate: float, seconds: float, connections: int
+) -> tuple[list[float], list[float]]:
+    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+    for _ in range(connections):
+        idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
+    latencies: list[float] = []
+    lateness: list[float] = []
+
+    async def one(due: float) -> None:
+        lateness.append(time.perf_counter() - due)
+        reader, writer = await idle.get()
+        writer.write(request)
+        head = await reader.readuntil(b"\r\n\r\n")
+        await reader.readexactly(_content_length(head))
+        if head.startswith(b"HTTP/1.1 2"):
+            latencies.append(time.perf_counter() - due)
+        idle.put_nowait((reader, writer))
+
+    tasks = []
+    start = time.perf_counter() + 0.01
+    for i in range(int(rate * seconds)):
+        due = start + i / rate
+        pause = due - time.perf_counter()
+        if pause > 0:
+            await asyncio.sleep(pause)
+        tasks.append(asyncio.create_task(one(due)))
+    await asyncio.gather(*tasks)
+    while not idle.empty():
+        idle.get_nowait()[1].close()
+    return latencies, lateness
+
+
+def _content_length(head: bytes) -> int:
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return int(value)
+    raise ValueError(f"no Content-Length in {head[:200]!r}")
+
+
+# ---- the run -----------------------------------------------------------------------------------
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (nearest rank) of values."""
+    ordered = sorted(values)
+    return ordered[max(0, math.ceil(q / 100 * len(ordered)) - 1)]
+
+
+def measure_peak(
+    wrk: str, servers: tuple[Server, Server], fixture: Fixture, args: argparse.Namespace
+) -> dict[str, list[ClosedRun]]:
+    """Warm up, then alternate wrk runs on both servers."""
+    for server in servers:
+        closed_loop(wrk, server, fixture, args.connections, args.warmup)
+    runs: dict[str, list[ClosedRun]] = {server.name: [] for server in servers}
+    for repeat in range(1, args.repeat + 1):
+        for server in servers:
+            run = closed_loop(wrk, server, fixture, args.connections, args.duration)
+            runs[server.name].append(run)
+            say(
+                f"  closed loop {repeat}/{args.repeat} {server.name:5s}: {run.rps:8,.0f} req/s, "
+                f"p50 {run.p50_ms:6.2f} ms, p99 {run.p99_ms:7.2f} ms, server CPU {run.cpu_us:6.0f} us/req"
+            )
+    return runs
+
+
+def measure_latency(
+    servers: tuple[Server, Server], fixture: Fixture, rate: float, args: argparse.Namespace
+) -> dict[str, list[OpenRun]]:
+    """Alternate open-loop runs at `rate` on both servers, after a short warm-up each."""
+    for server in servers:
+        open_loop(server, fixture, rate, 1.0, args.open_connections)
+    runs: dict[str, list[OpenRun]] = {server.name: [] for server in servers}
+    for repeat in range(1, args.repeat + 1):
+        for server in servers:
+            run = open_loop(server, fixture, rate, args.open_duration, args.open_connections)
+            runs[server.name].append(run)
+            say(
+                f"  open loop {repeat}/{args.repeat} {server.name:5s} at {rate:,.0f} req/s: "
+                f"p50 {percentile(run.latencies, 50) * 1000:6.2f} ms, "
+                f"p99 {percentile(run.latencies, 99) * 1000:6.2f} ms, "
+                f"max {max(run.latencies) * 1000:7.2f} ms"
+            )
+    return runs
+
+
+def prediction_log_rows(fixture: Fixture) -> int:
+    """How many predictions the churn server logged."""
+    import sqlite3
+
+    with sqlite3.connect(fixture.home / "serving.db") as connection:
+        return int(connection.execute("SELECT count(*) FROM predictions").fetchone()[0])
+
+
+def summarise(
+    closed: dict[str, list[ClosedRun]],
+    opened: dict[str, list[OpenRun]],
+    rate: float,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """The JSON result: the best closed-loop run of each server, the open-loop runs pooled."""
+    best = {name: max(runs, key=lambda run: run.rps) for name, runs in closed.items()}
+    ratio = best["churn"].rps / best["bare"].rps
+    latency = {name: _latency(runs) for name, runs in opened.items()}
+    late = [x for runs in opened.values() for run in runs for x in run.lateness]
+    p99 = latency["churn"]["p99_ms"]
+    return {
+        "predict_rps": round(best["churn"].rps, 1),
+        "bare_rps": round(best["bare"].rps, 1),
+        "ratio": round(ratio, 3),
+        **latency["churn"],
+        **{f"bare_{key}": value for key, value in latency["bare"].items()},
+        "rate": round(rate, 1),
+        "open_loop_requests": sum(len(run.latencies) for run in opened["churn"]),
+        "generator_late_p99_ms": round(percentile(late, 99) * 1000, 2),
+        "predict_rps_median": round(statistics.median(r.rps for r in closed["churn"]), 1),
+        "bare_rps_median": round(statistics.median(r.rps for r in closed["bare"]), 1),
+        "predict_closed_p50_ms": round(best["churn"].p50_ms, 2),
+        "predict_closed_p99_ms": round(best["churn"].p99_ms, 2),
+        "predict_cpu_us_per_request": round(statistics.median(r.cpu_us for r in closed["churn"]), 1),
+        "bare_cpu_us_per_request": round(statistics.median(r.cpu_us for r in closed["bare"]), 1),
+        "connections": args.connections,
+        "closed_loop_seconds": args.duration,
+        "open_loop_seconds": args.open_duration,
+        "warmup_seconds": args.warmup,
+        "repeat": args.repeat,
+        "ratio_target": RATIO_TARGET,
+        "p99_target_ms": P99_TARGET_MS,
+        "ratio_passed": ratio >= RATIO_TARGET,
+        "p99_passed": p99 < P99_TARGET_MS,
+        "passed": ratio >= RATIO_TARGET and p99 < P99_TARGET_MS,
+    }
+
+
+def _latency(runs: list[OpenRun]) -> dict[str, Any]:
+    """p50, p99 and max over every run's requests pooled, and each run's own p99, in ms."""
+    pooled = [x for run in runs for x in run.latencies]
+    return {
+        "p50_ms": round(percentile(pooled, 50) * 1000, 2),
+        "p99_ms": round(percentile(pooled, 99) * 1000, 2),
+        "max_ms": round(max(pooled) * 1000, 2),
+        "p99_runs_ms": [round(percentile(run.latencies, 99) * 1000, 2) for run in runs],
+    }
+
+
+def report(result: dict[str, Any], closed: dict[str, list[ClosedRun]], args: argparse.Namespace) -> None:
+    """The readable table."""
+    labels = {"churn": "churn /predict (auth, limit, log)", "bare": "bare FastAPI + pydantic"}
+    best = {name: max(runs, key=lambda run: run.rps) for name, runs in closed.items()}
+    say(
+        f"\npeak, closed loop: wrk -t1 -c{args.connections} -d{args.duration:g}s, "
+        f"best of {args.repeat}; server on CPU {SERVER_CPU}, wrk on CPU {CLIENT_CPU}"
+    )
+    say(f"{'':34s} {'req/s best':>11s} {'median':>9s} {'p50 ms':>7s} {'p99 ms':>7s} {'CPU us/req':>11s}")
+    for name, run in best.items():
+        median = statistics.median(r.rps for r in closed[name])
+        cpu = statistics.median(r.cpu_us for r in closed[name])
+        say(
+            f"{labels[name]:34s} {run.rps:11,.0f} {median:9,.0f} "
+            f"{run.p50_ms:7.2f} {run.p99_ms:7.2f} {cpu:11.0f}"
+        )
+    verdict = "PASS" if result["ratio_passed"] else "FAIL"
+    say(f"ratio (predict / bare req/s): {result['ratio']:.3f}   target >= {RATIO_TARGET}   {verdict}")
+    say(
+        f"\nlatency, open loop at {result['rate']:,.0f} req/s (half the predict peak), "
+        f"{args.repeat} x {args.open_duration:g} s each, all runs pooled, from the scheduled send time"
+    )
+    say(f"{'':34s} {'requests':>9s} {'p50 ms':>7s} {'p99 ms':>7s} {'max ms':>8s}  p99 of each run, ms")
+    for name in ("churn", "bare"):
+        prefix = "" if name == "churn" else "bare_"
+        runs = ", ".join(f"{p99:.2f}" for p99 in result[prefix + "p99_runs_ms"])
+        say(
+            f"{labels[name]:34s} {result['open_loop_requests']:9,d} {result[prefix + 'p50_ms']:7.2f} "
+            f"{result[prefix + 'p99_ms']:7.2f} {result[prefix + 'max_ms']:8.2f}  {runs}"
+        )
+    verdict = "PASS" if result["p99_passed"] else "FAIL"
+    say(f"p99 at half peak: {result['p99_ms']:.2f} ms   target < {P99_TARGET_MS:g} ms   {verdict}")
+    say(
+        f"(generator lateness p99 {result['generator_late_p99_ms']:.2f} ms; "
+        f"prediction log rows {result['prediction_log_rows']:,}; "
+        f"load average {result['load_average_start']} -> {result['load_average_end']})"
+    )
+
+
+def parse_args() -> argparse.Namespace:
+    """Command-line options."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--duration", type=float, default=10.0, help="seconds per wrk run")
+    parser.add_argument("--warmup", type=float, default=3.0, help="seconds of wrk on each server first")
+    parser.add_argument("--repeat", type=int, default=3, help="alternating runs per server and phase")
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (closed loop)")
+    parser.add_argument("--open-duration", type=float, default=10.0, help="seconds per open-loop run")
+    parser.add_argument("--open-connections", type=int, default=64, help="open-loop connection pool")
+    parser.add_argument("--rows", type=int, default=3000, help="synthetic customers to train on")
+    parser.add_argument("--workdir", type=Path, help="keep the trained home here and reuse it")
+    return parser.parse_args()
+
+
+def main() -> None:
+    """Set up, start both servers, measure, print the table and the JSON line."""
+    args = parse_args()
+    check_machine()
+    wrk = ensure_wrk()
+    workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    workdir.mkdir(parents=True, exist_ok=True)
+    fixture = prepare(workdir, args.rows)
+    load_start = round(os.getloadavg()[0], 2)
+    servers = start_servers(fixture, workdir)
+    try:
+        os.sched_setaffinity(0, {CLIENT_CPU})
+        closed = measure_peak(wrk, servers, fixture, args)
+        rate = max(run.rps for run in closed["churn"]) / 2
+        opened = measure_latency(servers, fixture, rate, args)
+    finally:
+        for server in servers:
+            server.stop()
+    result = summarise(closed, opened, rate, args)
+    result |= {
+        "prediction_log_rows": prediction_log_rows(fixture),
+        "load_average_start": load_start,
+        "load_average_end": round(os.getloadavg()[0], 2),
+        "wrk": subprocess.run([wrk, "-v"], capture_output=True, text=True).stdout.split(" [")[0],
+        "versions": {name: version(name) for name in ("fastapi", "uvicorn", "pydantic", "lightgbm")},
+        "python": platform.python_version(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+    report(result, closed, args)
+    if not args.workdir:
+        shutil.rmtree(workdir, ignore_errors=True)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
