@@ -8,44 +8,27 @@ store, rate limiter, prediction log, model holder) and tears them down.
 # request model is built at run time from the dataset spec.
 import asyncio
 import contextlib
-import gc
 import logging
-import math
-import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from datetime import UTC, datetime
-from typing import Annotated, Any
+from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Query, Request
-from fastapi.exceptions import RequestValidationError
+from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
-from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
 
 from churn_mlops.data.spec import DatasetSpec, load_spec
 from churn_mlops.errors import ChurnError
-from churn_mlops.serving.keys import ApiKey, KeyStore
+from churn_mlops.serving.keys import KeyStore
 from churn_mlops.serving.metrics import Metrics
-from churn_mlops.serving.middleware import BodyTooLargeError, GatewayMiddleware
-from churn_mlops.serving.model import LoadedModel, ModelHolder
-from churn_mlops.serving.predlog import PredictionLog, PredictionRecord
-from churn_mlops.serving.ratelimit import RateLimiter, make_rate_limiter
-from churn_mlops.serving.schemas import BatchPublic, ModelPublic, PredictionPublic, customer_model
+from churn_mlops.serving.middleware import GatewayMiddleware
+from churn_mlops.serving.model import ModelHolder
+from churn_mlops.serving.predlog import PredictionLog
+from churn_mlops.serving.problems import add_error_handlers
+from churn_mlops.serving.ratelimit import make_rate_limiter
+from churn_mlops.serving.routes import Routes, Services, freeze_heap
+from churn_mlops.serving.schemas import customer_model
 from churn_mlops.settings import Settings, get_settings
 
 logger = logging.getLogger(__name__)
-audit = logging.getLogger("churn_mlops.serving.audit")
-
-
-@dataclass
-class Services:
-    """Everything the routes use, built in the lifespan."""
-
-    keys: KeyStore
-    limiter: RateLimiter
-    predlog: PredictionLog
-    holder: ModelHolder
 
 
 ServicesFactory = Callable[[Settings], Services]
@@ -112,8 +95,8 @@ def create_app(
         lifespan=lifespan,
         description=f"Churn predictions for the {spec.name!r} dataset spec.",
     )
-    _add_error_handlers(app)
-    routes = _Routes(
+    add_error_handlers(app)
+    routes = Routes(
         state,
         metrics,
         customer_model(spec, unknown_category=settings.serving.unknown_category),
@@ -138,281 +121,10 @@ async def _initial_load(holder: ModelHolder, metrics: Metrics) -> None:
         metrics.set_model(loaded.version, None)
     except ChurnError as exc:
         logger.error("no model loaded, not ready: %s", exc)
-    _freeze_heap()
-
-
-def _freeze_heap() -> None:
-    """Move everything alive now out of the garbage collector's sight.
-
-    The registry imports MLflow and its dependencies (hundreds of thousands of objects); a full
-    collection over them stalls the event loop for a quarter of a second every few seconds.
-    """
-    gc.collect()
-    gc.freeze()
+    freeze_heap()
 
 
 def _start_polling(holder: ModelHolder, metrics: Metrics, seconds: float) -> asyncio.Task[None] | None:
     if seconds <= 0:
         return None
     return asyncio.create_task(holder.poll(seconds))
-
-
-class _Routes:
-    """The endpoints, closed over the services and the spec-derived request model."""
-
-    def __init__(
-        self,
-        state: dict[str, Services],
-        metrics: Metrics,
-        customer: type[BaseModel],
-        settings: Settings,
-        spec: DatasetSpec,
-    ) -> None:
-        self.state, self.metrics, self.customer, self.settings, self.spec = (
-            state,
-            metrics,
-            customer,
-            settings,
-            spec,
-        )
-
-    @property
-    def services(self) -> Services:
-        return self.state["services"]
-
-    def mount(self, app: FastAPI) -> None:
-        customer = self.customer
-        predict_key = Annotated[ApiKey, Depends(self.gate("predict"))]
-        admin_key = Annotated[ApiKey, Depends(self.gate("admin"))]
-        explain = Annotated[bool, Query(description="Also return the top reasons for the score.")]
-
-        @app.post("/predict", response_model=PredictionPublic, response_model_exclude_none=True)
-        async def predict(
-            body: customer,  # type: ignore[valid-type]
-            request: Request,
-            key: predict_key,
-            explain: explain = False,
-        ) -> Any:
-            """Score one customer."""
-            return (await self.score(request, key, [body], explain))[0]
-
-        @app.post("/predict/batch", response_model=BatchPublic, response_model_exclude_none=True)
-        async def predict_batch(
-            body: list[customer],  # type: ignore[valid-type]
-            request: Request,
-            key: predict_key,
-            explain: explain = False,
-        ) -> Any:
-            """Score up to the configured number of customers in one call."""
-            limit = self.settings.serving.max_batch
-            if not body or len(body) > limit:
-                raise HTTPException(422, f"a batch holds 1 to {limit} customers, not {len(body)}")
-            predictions = await self.score(request, key, body, explain)
-            return {
-                "predictions": predictions,
-                "model_version": predictions[0]["model_version"],
-                "request_id": request.state.request_id,
-            }
-
-        @app.get("/health/live")
-        async def live() -> dict[str, str]:
-            """The process is up."""
-            return {"status": "ok"}
-
-        @app.get("/health/ready")
-        async def ready() -> JSONResponse:
-            """Ready only when a verified model is loaded."""
-            version = self.services.holder.version_or_none() if "services" in self.state else None
-            if version is None:
-                return JSONResponse(
-                    {"status": "not ready", "detail": "no verified model loaded"}, status_code=503
-                )
-            return JSONResponse({"status": "ready", "model_version": version})
-
-        @app.get("/model", response_model=ModelPublic)
-        async def model(key: predict_key) -> Any:
-            """The model being served, its metrics, threshold and request schema."""
-            return self.describe(self.loaded())
-
-        @app.get("/metrics", include_in_schema=False)
-        async def metrics() -> Response:
-            """Prometheus metrics."""
-            return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4")
-
-        @app.post("/admin/reload")
-        async def reload(request: Request, key: admin_key) -> dict[str, Any]:
-            """Load the champion again; on failure the current model keeps serving."""
-            holder = self.services.holder
-            try:
-                old, new = await holder.reload()
-            except ChurnError as exc:
-                self.audit(key, "reload", request, outcome="refused", detail=str(exc))
-                raise HTTPException(
-                    409, f"reload refused, still serving {holder.version_or_none()}: {exc}"
-                ) from exc
-            self.metrics.set_model(new, old)
-            _freeze_heap()
-            self.audit(key, "reload", request, outcome="ok", previous=old, version=new)
-            return {"previous": old, "version": new}
-
-    def gate(self, scope: str) -> Callable[[Request], Any]:
-        """A dependency: a valid key with `scope`, within its rate limit."""
-
-        async def check(request: Request) -> ApiKey:
-            raw = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization"))
-            if not raw:
-                raise HTTPException(
-                    401, "an API key is required (header X-API-Key)", {"WWW-Authenticate": "ApiKey"}
-                )
-            key = self.services.keys.authenticate(raw)
-            if key is None:
-                raise HTTPException(401, "the API key is not valid", {"WWW-Authenticate": "ApiKey"})
-            request.state.key_name = key.name
-            if scope not in key.scopes:
-                raise HTTPException(403, f"the API key {key.name!r} lacks the {scope!r} scope")
-            decision = await self.services.limiter.acquire(key.name)
-            if not decision.allowed:
-                self.metrics.rate_limited.labels(key=key.name).inc()
-                retry = max(1, int(decision.retry_after + 0.999))
-                raise HTTPException(
-                    429, f"rate limit exceeded, retry in {retry} s", {"Retry-After": str(retry)}
-                )
-            return key
-
-        return check
-
-    def loaded(self) -> LoadedModel:
-        current = self.services.holder.current
-        if current is None:
-            raise HTTPException(503, "no verified model is loaded")
-        return current
-
-    async def score(
-        self, request: Request, key: ApiKey, customers: list[Any], explain: bool
-    ) -> list[dict[str, Any]]:
-        """Score, log (committed before we answer) and measure a list of customers."""
-        started = time.perf_counter()
-        model = self.loaded()
-        request.state.model_version = model.version
-        rows = [c.model_dump() for c in customers]
-        columns = {name: [row[name] for row in rows] for name in rows[0]}
-        probabilities, decisions = model.score(columns)
-        reasons = model.reasons(columns) if explain else None
-        request_id = request.state.request_id
-        answers = [
-            self.answer(
-                model,
-                request_id,
-                rows[i],
-                float(probabilities[i]),
-                int(decisions[i]),
-                reasons[i] if reasons else None,
-                i,
-                len(rows),
-            )
-            for i in range(len(rows))
-        ]
-        latency = (time.perf_counter() - started) * 1000
-        await self.services.predlog.write(
-            [
-                PredictionRecord(
-                    a["request_id"],
-                    datetime.now(UTC),
-                    key.name,
-                    model.version,
-                    rows[i],
-                    a["churn_probability"],
-                    a["prediction"],
-                    latency,
-                )
-                for i, a in enumerate(answers)
-            ]
-        )
-        for answer in answers:
-            self.metrics.scores.observe(answer["churn_probability"])
-            self.metrics.predictions.labels(
-                model_version=model.version, decision=str(answer["prediction"])
-            ).inc()
-        return answers
-
-    def answer(
-        self,
-        model: LoadedModel,
-        request_id: str,
-        row: dict[str, Any],
-        probability: float,
-        decision: int,
-        reasons: list[dict[str, Any]] | None,
-        index: int,
-        total: int,
-    ) -> dict[str, Any]:
-        return {
-            "churn_probability": probability,
-            "prediction": decision,
-            "risk": model.risk(probability),
-            "model_version": model.version,
-            "request_id": request_id if total == 1 else f"{request_id}-{index}",
-            "customer_id": row.get(self.spec.id.name),
-            "reasons": reasons,
-        }
-
-    def describe(self, model: LoadedModel) -> dict[str, Any]:
-        info = model.info
-        return {
-            "name": info.name,
-            "version": info.version,
-            "aliases": info.aliases,
-            "threshold": model.predictor.threshold,
-            "metrics": info.metrics,
-            "data_version": info.tags.get("data_version"),
-            "loaded_at": model.loaded_at,
-            "request_schema": self.customer.model_json_schema(),
-        }
-
-    def audit(self, key: ApiKey, action: str, request: Request, **fields: Any) -> None:
-        audit.info(
-            action,
-            extra={"action": action, "key": key.name, "request_id": request.state.request_id, **fields},
-        )
-
-
-def _bearer(header: str | None) -> str | None:
-    if header and header.lower().startswith("bearer "):
-        return header[7:].strip()
-    return None
-
-
-def _add_error_handlers(app: FastAPI) -> None:
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [_problem(e) for e in exc.errors()]
-        message = "; ".join(f"{e['field']}: {e['problem']}" for e in errors[:5])
-        return JSONResponse({"detail": message, "errors": errors}, status_code=422)
-
-    @app.exception_handler(BodyTooLargeError)
-    async def too_large(request: Request, exc: BodyTooLargeError) -> JSONResponse:
-        return JSONResponse({"detail": str(exc)}, status_code=413)
-
-    @app.exception_handler(ChurnError)
-    async def churn_error(request: Request, exc: ChurnError) -> JSONResponse:
-        logger.warning("request failed: %s", exc)
-        return JSONResponse({"detail": str(exc)}, status_code=503)
-
-
-def _problem(error: Any) -> dict[str, Any]:
-    location = [str(part) for part in error.get("loc", ()) if part != "body"]
-    field = ".".join(location) or "body"
-    problem = error.get("msg", "invalid")
-    if error.get("type") == "extra_forbidden":
-        problem = "unknown field"
-    elif error.get("type") == "json_invalid":
-        field, problem = "body", f"malformed JSON ({error.get('ctx', {}).get('error', 'parse error')})"
-    return {"field": field, "problem": problem, "input": _short(error.get("input"))}
-
-
-def _short(value: Any) -> Any:
-    """The offending input, echoed only when small and JSON-safe."""
-    text = repr(value)
-    if isinstance(value, float) and not math.isfinite(value):
-        return text
-    return value if len(text) <= 100 and isinstance(value, str | int | float | bool | None) else text[:100]
