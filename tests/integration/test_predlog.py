@@ -71,16 +71,38 @@ def log(target: tuple[str, str]) -> Iterator[PredictionLog]:
     prediction_log.close()
 
 
-def _count_commits(url: str) -> tuple[list[int], Any]:
-    """Count COMMITs on any engine for `url`, seen by SQLAlchemy rather than by the log itself."""
+@contextmanager
+def _counting_sqlite_inserts() -> Iterator[list[int]]:
+    """Count INSERT statements run on any new SQLite connection, as SQLite itself reports them."""
     seen = [0]
 
-    def on_commit(connection: sa.Connection) -> None:
-        if connection.engine.url.render_as_string(hide_password=False) == url:
+    def count(statement: str) -> None:
+        if statement.lstrip().upper().startswith("INSERT"):
             seen[0] += 1
 
-    sa.event.listen(sa.Engine, "commit", on_commit)
-    return seen, on_commit
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        if isinstance(dbapi_connection, sqlite3.Connection):
+            dbapi_connection.set_trace_callback(count)
+
+    sa.event.listen(sa.pool.Pool, "connect", on_connect)
+    try:
+        yield seen
+    finally:
+        sa.event.remove(sa.pool.Pool, "connect", on_connect)
+
+
+def _transactions(target: tuple[str, str], sqlite_inserts: int) -> int:
+    """Transactions that wrote the log's rows: PostgreSQL stamps each row with its transaction
+    id (xmin); on SQLite every autocommitted INSERT is one."""
+    url, table = target
+    if not url.startswith("postgresql"):
+        return sqlite_inserts
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            return int(connection.scalar(sa.text(f"SELECT count(DISTINCT xmin::text) FROM {table}")) or 0)
+    finally:
+        engine.dispose()
 
 
 def test_records_round_trip(log: PredictionLog) -> None:
@@ -136,20 +158,24 @@ def test_a_write_is_acknowledged_only_after_its_commit(log: PredictionLog, targe
     assert log.read()["request_id"].to_list() == ["held"]
 
 
-def test_concurrent_writes_are_group_committed(log: PredictionLog, target: tuple[str, str]) -> None:
-    async def write_all() -> None:
+def test_concurrent_writes_are_group_committed(target: tuple[str, str]) -> None:
+    async def write_all(log: PredictionLog) -> None:
         await asyncio.gather(*(log.write([_record(f"r{i}")]) for i in range(500)))
 
-    seen, listener = _count_commits(target[0])
-    try:
-        _run(write_all())
-    finally:
-        sa.event.remove(sa.Engine, "commit", listener)
+    url, table = target
+    with _counting_sqlite_inserts() as inserts:
+        log = PredictionLog(url, table=table)
+        log.start()
+        try:
+            _run(write_all(log))
+        finally:
+            log.close()
+    transactions = _transactions(target, inserts[0])
 
     assert log.count() == 500
     assert set(log.read()["request_id"]) == {f"r{i}" for i in range(500)}
-    assert 1 <= seen[0] <= 20, f"{seen[0]} commits for 500 writes"
-    assert log.commits == seen[0]
+    assert 1 <= transactions <= 20, f"{transactions} transactions for 500 writes"
+    assert log.commits == transactions
 
 
 def test_close_commits_everything_queued_then_refuses_writes(target: tuple[str, str]) -> None:

@@ -96,7 +96,7 @@ BAD_BODIES = [
     ("not a boolean", lambda c: c | {"partner": "maybe"}, "partner", "boolean"),
     ("unknown extra field", lambda c: c | {"shoe_size": 44}, "shoe_size", "unknown field"),
     ("null in a required field", lambda c: c | {"monthly_charges": None}, "monthly_charges", "valid number"),
-    ("not an object", lambda c: [1, 2], "body", "valid dictionary"),
+    ("not an object", lambda c: [1, 2], "body", "object"),
 ]
 
 

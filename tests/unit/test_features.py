@@ -11,6 +11,7 @@ from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.data.validation import validate
 from churn_mlops.errors import DataValidationError
 from churn_mlops.features import FeatureSpec, fit_features, transform
+from churn_mlops.features.row import RowTransform
 from tests.factories import raw_customers
 
 
@@ -99,3 +100,35 @@ def test_missing_columns_are_named(frame: pl.DataFrame, features: FeatureSpec) -
 def test_chunked_arrow_input_is_accepted(frame: pl.DataFrame, features: FeatureSpec) -> None:
     table = pa.concat_tables([frame.head(10).to_arrow(), frame.slice(10).to_arrow()])
     assert np.array_equal(transform(table, features), transform(frame, features), equal_nan=True)
+
+
+def test_the_one_record_path_gives_the_batch_rows_exactly(frame: pl.DataFrame, features: FeatureSpec) -> None:
+    batch = transform(frame, features)
+    row_transform = RowTransform(features)
+    for row, record in enumerate(frame.iter_rows(named=True)):
+        assert np.array_equal(row_transform(record), batch[row], equal_nan=True), f"row {row}"
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"contract": "Weekly", "payment_method": None},  # unknown and missing categories
+        {"total_charges": None, "partner": None, "tenure": None},  # missing numbers and booleans
+        {"tenure": 0, "total_charges": None},  # the ratio's floor
+        {"monthly_charges": float("nan")},  # NaN is a missing number
+        {"multiple_lines": "No phone service", "streaming_tv": "Yes", "phone_service": True},
+    ],
+)
+def test_the_one_record_path_handles_gaps_as_the_batch_path_does(
+    frame: pl.DataFrame, features: FeatureSpec, change: dict[str, object]
+) -> None:
+    record = frame.row(3, named=True) | change
+    expected = transform({name: [value] for name, value in record.items()}, features)[0]
+    assert np.array_equal(RowTransform(features)(record), expected, equal_nan=True)
+
+
+def test_the_one_record_path_names_missing_fields(frame: pl.DataFrame, features: FeatureSpec) -> None:
+    record = frame.row(0, named=True)
+    del record["tenure"], record["contract"]
+    with pytest.raises(DataValidationError, match="missing feature columns: tenure, contract"):
+        RowTransform(features)(record)

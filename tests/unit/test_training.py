@@ -16,7 +16,8 @@ from churn_mlops.data.synthetic import generate
 from churn_mlops.data.validation import validate
 from churn_mlops.errors import ChecksumError, DataValidationError, ModelNotFoundError
 from churn_mlops.features import fit_features, transform
-from churn_mlops.models.artifacts import load_predictor, write_artifacts
+from churn_mlops.models.artifacts import Predictor, load_predictor, write_artifacts
+from churn_mlops.models.single_row import SingleRowBooster, SingleRowError
 from churn_mlops.models.training import check_labels, stratified_split, train_baseline, train_lightgbm
 
 
@@ -125,3 +126,23 @@ def test_missing_files_and_listings_are_refused(tmp_path: Path, data, spec: Data
     (directory / "checksums.json").unlink()
     with pytest.raises(ModelNotFoundError):
         load_predictor(directory)
+
+
+def test_one_record_at_a_time_scores_as_the_batch_path(tmp_path: Path, data, spec: DatasetSpec) -> None:  # type: ignore[no-untyped-def]
+    directory, test_frame, expected = _saved(tmp_path, data, spec)
+    predictor: Predictor = load_predictor(directory).with_threads(1)
+    probabilities, decisions = predictor.predict(test_frame)
+    assert np.array_equal(probabilities, expected)
+    for row, record in enumerate(test_frame.head(300).iter_rows(named=True)):
+        assert predictor.predict_one(record) == (probabilities[row], decisions[row]), f"row {row}"
+    gaps = test_frame.row(0, named=True) | {"contract": "Weekly", "tenure": None, "total_charges": None}
+    assert predictor.predict_one(gaps)[0] == predictor.predict({k: [v] for k, v in gaps.items()})[0][0]
+
+
+def test_the_single_row_api_refuses_a_row_of_the_wrong_width(tmp_path: Path, data, spec: DatasetSpec) -> None:  # type: ignore[no-untyped-def]
+    directory, _, _ = _saved(tmp_path, data, spec)
+    booster = SingleRowBooster(load_predictor(directory).booster)
+    with pytest.raises(SingleRowError, match="a row of 3 values for a model of 21 features"):
+        booster.raw_score([1.0, 2.0, 3.0])
+    booster.close()
+    booster.close()  # closing twice is harmless

@@ -8,6 +8,7 @@ A version is a folder: the LightGBM text model, the fitted feature spec, `model.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 from collections.abc import Callable, Mapping
@@ -20,6 +21,8 @@ import numpy as np
 
 from churn_mlops.errors import ChecksumError, ModelNotFoundError
 from churn_mlops.features import Columns, FeatureSpec, transform
+from churn_mlops.features.row import Record, RowTransform
+from churn_mlops.models.single_row import SingleRowBooster
 from churn_mlops.models.training import Calibration
 
 MODEL_FILE = "model.txt"
@@ -55,6 +58,18 @@ class Predictor:
         """Probabilities and 0/1 decisions at the version's threshold."""
         probabilities = self.predict_proba(data)
         return probabilities, (probabilities >= self.threshold).astype(np.int8)
+
+    def predict_one(self, record: Record) -> tuple[float, int]:
+        """The probability and decision for one record: `predict` on one row, in microseconds."""
+        row_transform, booster = self.single_row
+        raw = booster.raw_score(row_transform(record))
+        probability = float(self.calibration.apply_one(raw))
+        return probability, int(probability >= self.threshold)
+
+    @functools.cached_property
+    def single_row(self) -> tuple[RowTransform, SingleRowBooster]:
+        """The one-record path, built on first use (touch it at load time to pay for it then)."""
+        return RowTransform(self.features), SingleRowBooster(self.booster, self.num_threads)
 
 
 def write_artifacts(

@@ -57,6 +57,10 @@ class Calibration:
         """Calibrated probabilities for raw scores."""
         return 1.0 / (1.0 + np.exp(-(self.slope * raw_score + self.intercept)))
 
+    def apply_one(self, raw_score: float) -> float:
+        """The calibrated probability of one raw score, bit for bit what `apply` gives."""
+        return float(1.0 / (1.0 + np.exp(-(self.slope * raw_score + self.intercept))))
+
 
 @dataclass
 class TrainedModel:

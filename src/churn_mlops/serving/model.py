@@ -38,17 +38,22 @@ class LoadedModel:
         """The registry version number."""
         return self.info.version
 
-    def score(self, columns: Mapping[str, Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
-        """Probabilities and decisions for canonical columns."""
-        return self.predictor.predict(columns)
+    def score(self, records: Sequence[Mapping[str, Any]]) -> tuple[list[float], list[int]]:
+        """Probabilities and decisions for canonical records; one record takes the one-row path."""
+        if len(records) == 1:
+            probability, decision = self.predictor.predict_one(records[0])
+            return [probability], [decision]
+        probabilities, decisions = self.predictor.predict(_columns(records))
+        return probabilities.tolist(), decisions.tolist()
 
     def risk(self, probability: float) -> str:
         """high at or above the decision threshold, medium above half of it, else low."""
         threshold = self.predictor.threshold
         return "high" if probability >= threshold else "medium" if probability >= threshold / 2 else "low"
 
-    def reasons(self, columns: Mapping[str, Sequence[Any]], top: int = 5) -> list[list[dict[str, Any]]]:
-        """Each row's strongest feature contributions (LightGBM pred_contrib), largest first."""
+    def reasons(self, records: Sequence[Mapping[str, Any]], top: int = 5) -> list[list[dict[str, Any]]]:
+        """Each record's strongest feature contributions (LightGBM pred_contrib), largest first."""
+        columns = _columns(records)
         matrix = transform(columns, self.predictor.features)
         contributions = np.asarray(self.predictor.booster.predict(matrix, pred_contrib=True))[:, :-1]
         names = self.predictor.features.feature_names
@@ -81,6 +86,7 @@ class ModelHolder:
     def load(self) -> LoadedModel:
         """Load and verify the alias's version; on failure the current model keeps serving."""
         info, predictor = self.loader(self.alias)
+        _ = predictor.single_row  # prepared now, not by the first request
         loaded = LoadedModel(info, predictor, datetime.now(UTC).isoformat(timespec="seconds"))
         self.current = loaded
         logger.info("serving model version %s", info.version, extra={"model_version": info.version})
@@ -113,6 +119,10 @@ class ModelHolder:
     def version_or_none(self) -> str | None:
         """The serving version, if any."""
         return self.current.version if self.current else None
+
+
+def _columns(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
+    return {name: [record[name] for record in records] for name in records[0]}
 
 
 def _value(columns: Mapping[str, Sequence[Any]], name: str, row: int, computed: float) -> Any:

@@ -10,12 +10,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
+import orjson
 from fastapi import Depends, FastAPI, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, Response
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.errors import ChurnError
+from churn_mlops.serving.direct import DirectRoute, Solver, parse_body, query_flag
 from churn_mlops.serving.keys import ApiKey, KeyStore
 from churn_mlops.serving.metrics import Metrics
 from churn_mlops.serving.model import LoadedModel, ModelHolder
@@ -66,33 +68,55 @@ class Routes:
         admin_key = Annotated[ApiKey, Depends(self.gate("admin"))]
         explain = Annotated[bool, Query(description="Also return the top reasons for the score.")]
 
-        @app.post("/predict", response_model=PredictionPublic, response_model_exclude_none=True)
+        # The two prediction routes are DirectRoutes: FastAPI documents them from these
+        # signatures, and `self.solver` builds their arguments on the hot path.
         async def predict(
             body: customer,  # type: ignore[valid-type]
             request: Request,
             key: predict_key,
             explain: explain = False,
-        ) -> Any:
+        ) -> Response:
             """Score one customer."""
-            return (await self.score(request, key, [body], explain))[0]
+            return _json((await self.score(request, key, [body], explain))[0])
 
-        @app.post("/predict/batch", response_model=BatchPublic, response_model_exclude_none=True)
         async def predict_batch(
             body: list[customer],  # type: ignore[valid-type]
             request: Request,
             key: predict_key,
             explain: explain = False,
-        ) -> Any:
+        ) -> Response:
             """Score up to the configured number of customers in one call."""
             limit = self.settings.serving.max_batch
             if not body or len(body) > limit:
                 raise HTTPException(422, f"a batch holds 1 to {limit} customers, not {len(body)}")
             predictions = await self.score(request, key, body, explain)
-            return {
-                "predictions": predictions,
-                "model_version": predictions[0]["model_version"],
-                "request_id": request.state.request_id,
-            }
+            return _json(
+                {
+                    "predictions": predictions,
+                    "model_version": predictions[0]["model_version"],
+                    "request_id": request.state.request_id,
+                }
+            )
+
+        batch_body: TypeAdapter[Any] = TypeAdapter(list[customer])  # type: ignore[valid-type]
+        app.router.routes[:0] = [  # first, as the router tries routes in order
+            DirectRoute(
+                "/predict",
+                predict,
+                solve=self.solver(TypeAdapter(customer), "predict"),
+                methods=["POST"],
+                response_model=PredictionPublic,
+                response_model_exclude_none=True,
+            ),
+            DirectRoute(
+                "/predict/batch",
+                predict_batch,
+                solve=self.solver(batch_body, "predict"),
+                methods=["POST"],
+                response_model=BatchPublic,
+                response_model_exclude_none=True,
+            ),
+        ]
 
         @app.get("/health/live")
         async def live() -> dict[str, str]:
@@ -139,27 +163,40 @@ class Routes:
         """A dependency: a valid key with `scope`, within its rate limit."""
 
         async def check(request: Request) -> ApiKey:
-            raw = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization"))
-            if not raw:
-                raise HTTPException(
-                    401, "an API key is required (header X-API-Key)", {"WWW-Authenticate": "ApiKey"}
-                )
-            key = self.services.keys.authenticate(raw)
-            if key is None:
-                raise HTTPException(401, "the API key is not valid", {"WWW-Authenticate": "ApiKey"})
-            request.state.key_name = key.name
-            if scope not in key.scopes:
-                raise HTTPException(403, f"the API key {key.name!r} lacks the {scope!r} scope")
-            decision = await self.services.limiter.acquire(key.name)
-            if not decision.allowed:
-                self.metrics.rate_limited.labels(key=key.name).inc()
-                retry = max(1, int(decision.retry_after + 0.999))
-                raise HTTPException(
-                    429, f"rate limit exceeded, retry in {retry} s", {"Retry-After": str(retry)}
-                )
-            return key
+            return await self.authorize(request, scope)
 
         return check
+
+    def solver(self, body: TypeAdapter[Any], scope: str) -> Solver:
+        """The arguments of a prediction route: key and rate limit, then body, then query."""
+
+        async def solve(request: Request) -> dict[str, Any]:
+            key = await self.authorize(request, scope)
+            customers = parse_body(body, await request.body())
+            explain = query_flag(request, "explain")
+            return {"body": customers, "request": request, "key": key, "explain": explain}
+
+        return solve
+
+    async def authorize(self, request: Request, scope: str) -> ApiKey:
+        """The request's API key, if it is valid, has `scope` and is within its rate limit."""
+        raw = request.headers.get("x-api-key") or _bearer(request.headers.get("authorization"))
+        if not raw:
+            raise HTTPException(
+                401, "an API key is required (header X-API-Key)", {"WWW-Authenticate": "ApiKey"}
+            )
+        key = self.services.keys.authenticate(raw)
+        if key is None:
+            raise HTTPException(401, "the API key is not valid", {"WWW-Authenticate": "ApiKey"})
+        request.state.key_name = key.name
+        if scope not in key.scopes:
+            raise HTTPException(403, f"the API key {key.name!r} lacks the {scope!r} scope")
+        decision = await self.services.limiter.acquire(key.name)
+        if not decision.allowed:
+            self.metrics.rate_limited.labels(key=key.name).inc()
+            retry = max(1, int(decision.retry_after + 0.999))
+            raise HTTPException(429, f"rate limit exceeded, retry in {retry} s", {"Retry-After": str(retry)})
+        return key
 
     def loaded(self) -> LoadedModel:
         current = self.services.holder.current
@@ -175,66 +212,43 @@ class Routes:
         model = self.loaded()
         request.state.model_version = model.version
         rows = [c.model_dump() for c in customers]
-        columns = {name: [row[name] for row in rows] for name in rows[0]}
-        probabilities, decisions = model.score(columns)
-        reasons = model.reasons(columns) if explain else None
+        probabilities, decisions = model.score(rows)
+        reasons = model.reasons(rows) if explain else None
         request_id = request.state.request_id
         answers = [
-            self.answer(
-                model,
-                request_id,
-                rows[i],
-                float(probabilities[i]),
-                int(decisions[i]),
-                reasons[i] if reasons else None,
-                i,
-                len(rows),
-            )
-            for i in range(len(rows))
+            self.answer(model, request_id if len(rows) == 1 else f"{request_id}-{i}", row, p, d)
+            for i, (row, p, d) in enumerate(zip(rows, probabilities, decisions, strict=True))
         ]
+        if reasons is not None:
+            for answer, top in zip(answers, reasons, strict=True):
+                answer["reasons"] = top
         latency = (time.perf_counter() - started) * 1000
+        now = datetime.now(UTC)
         await self.services.predlog.write(
             [
-                PredictionRecord(
-                    a["request_id"],
-                    datetime.now(UTC),
-                    key.name,
-                    model.version,
-                    rows[i],
-                    a["churn_probability"],
-                    a["prediction"],
-                    latency,
-                )
-                for i, a in enumerate(answers)
+                PredictionRecord(a["request_id"], now, key.name, model.version, row, p, d, latency)
+                for a, row, p, d in zip(answers, rows, probabilities, decisions, strict=True)
             ]
         )
-        for answer in answers:
-            self.metrics.scores.observe(answer["churn_probability"])
-            self.metrics.predictions.labels(
-                model_version=model.version, decision=str(answer["prediction"])
-            ).inc()
+        for p, d in zip(probabilities, decisions, strict=True):
+            self.metrics.count_prediction(model.version, p, d)
         return answers
 
     def answer(
-        self,
-        model: LoadedModel,
-        request_id: str,
-        row: dict[str, Any],
-        probability: float,
-        decision: int,
-        reasons: list[dict[str, Any]] | None,
-        index: int,
-        total: int,
+        self, model: LoadedModel, request_id: str, row: dict[str, Any], probability: float, decision: int
     ) -> dict[str, Any]:
-        return {
+        """One customer's answer, as PredictionPublic without its empty fields."""
+        answer = {
             "churn_probability": probability,
             "prediction": decision,
             "risk": model.risk(probability),
             "model_version": model.version,
-            "request_id": request_id if total == 1 else f"{request_id}-{index}",
-            "customer_id": row.get(self.spec.id.name),
-            "reasons": reasons,
+            "request_id": request_id,
         }
+        customer_id = row.get(self.spec.id.name)
+        if customer_id is not None:
+            answer["customer_id"] = customer_id
+        return answer
 
     def describe(self, model: LoadedModel) -> dict[str, Any]:
         info = model.info
@@ -254,6 +268,10 @@ class Routes:
             action,
             extra={"action": action, "key": key.name, "request_id": request.state.request_id, **fields},
         )
+
+
+def _json(content: Any) -> Response:
+    return Response(orjson.dumps(content), media_type="application/json")
 
 
 def _bearer(header: str | None) -> str | None:
