@@ -161,6 +161,14 @@ def test_size_and_batch_limits(trained_home: TrainedHome) -> None:
         big = _post(client, trained_home.customers * 5, trained_home.predict_key, "/predict/batch")
         assert big.status_code == 413
         assert "2048 bytes" in big.json()["detail"]
+        body = json.dumps(trained_home.customers * 5).encode()
+        chunked = client.post(  # no Content-Length: the limit is enforced as the body streams in
+            "/predict/batch",
+            content=(body[i : i + 500] for i in range(0, len(body), 500)),
+            headers={"X-API-Key": trained_home.predict_key, "Content-Type": "application/json"},
+        )
+        assert chunked.status_code == 413, chunked.text
+        assert "2048 bytes" in chunked.json()["detail"]
         over = _post(client, trained_home.customers[:4], trained_home.predict_key, "/predict/batch")
         assert over.status_code in (413, 422)
         four = [{"tenure": 1}] * 4

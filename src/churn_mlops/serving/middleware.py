@@ -51,9 +51,10 @@ class GatewayMiddleware:
             if problem is not None:
                 await _reply(send_with_id, *problem)
             else:
-                await self.app(
-                    scope, _limited(receive, self.max_body_bytes, send_with_id, status), send_with_id
-                )
+                # With a Content-Length (checked above), the server reads no more than that.
+                chunked = b"content-length" not in headers
+                limited = _limited(receive, self.max_body_bytes) if chunked else receive
+                await self.app(scope, limited, send_with_id)
         finally:
             self._observe(scope, request_id, status["code"], time.perf_counter() - started)
 
@@ -81,7 +82,16 @@ def _request_id(given: bytes | None) -> str:
         text = given.decode("latin-1")
         if _REQUEST_ID.match(text):
             return text
-    return os.urandom(16).hex()  # as random as uuid4().hex, at a fifth of the cost
+    return new_request_id()
+
+
+def new_request_id() -> str:
+    """32 hex digits, time-ordered like a UUIDv7: milliseconds since the epoch, then 80 random bits.
+
+    In time order, the prediction log's request_id index grows at its right edge, so a batch of
+    inserts touches a few index pages rather than one random page per row.
+    """
+    return f"{time.time_ns() // 1_000_000:012x}{os.urandom(10).hex()}"
 
 
 def _refusal(scope: Scope, headers: dict[bytes, bytes], limit: int) -> tuple[int, str] | None:
@@ -96,7 +106,7 @@ def _refusal(scope: Scope, headers: dict[bytes, bytes], limit: int) -> tuple[int
     return None
 
 
-def _limited(receive: Receive, limit: int, send: Send, status: dict[str, int]) -> Receive:
+def _limited(receive: Receive, limit: int) -> Receive:
     """A receive that refuses a streamed body growing past the limit."""
     seen = 0
 

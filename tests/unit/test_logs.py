@@ -1,0 +1,76 @@
+"""Structured logs: JSON lines, written off the caller's thread without losing or reordering any."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+import threading
+import time
+
+from churn_mlops.serving.logs import BackgroundStreamHandler, JsonFormatter
+
+
+def _logger(handler: logging.Handler, name: str) -> logging.Logger:
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger(name)
+    logger.handlers[:] = [handler]
+    logger.propagate = False
+    logger.setLevel(logging.INFO)
+    return logger
+
+
+def test_lines_are_json_with_the_extra_fields() -> None:
+    stream = io.StringIO()
+    handler = BackgroundStreamHandler(stream)
+    _logger(handler, "test.logs.json").info("request", extra={"status": 200, "latency_ms": 1.5})
+    handler.close()
+    line = json.loads(stream.getvalue())
+    assert line["message"] == "request"
+    assert line["level"] == "info"
+    assert (line["status"], line["latency_ms"]) == (200, 1.5)
+    assert line["time"].endswith("+00:00")
+
+
+def test_lines_are_written_by_the_background_thread_without_a_flush() -> None:
+    stream = io.StringIO()
+    handler = BackgroundStreamHandler(stream, interval=0.01)
+    _logger(handler, "test.logs.background").info("soon")
+    deadline = time.monotonic() + 5
+    while "soon" not in stream.getvalue() and time.monotonic() < deadline:
+        time.sleep(0.01)
+    handler.close()
+    assert "soon" in stream.getvalue()
+
+
+def test_concurrent_writers_lose_nothing_and_keep_each_threads_order() -> None:
+    stream = io.StringIO()
+    handler = BackgroundStreamHandler(stream, interval=0.001)
+    logger = _logger(handler, "test.logs.concurrent")
+
+    def write(thread: int) -> None:
+        for i in range(2000):
+            logger.info("line", extra={"writer": thread, "i": i})
+
+    threads = [threading.Thread(target=write, args=(t,)) for t in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    handler.close()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert len(lines) == 8000
+    for thread in range(4):
+        assert [line["i"] for line in lines if line["writer"] == thread] == list(range(2000))
+
+
+def test_a_broken_stream_does_not_break_the_caller_or_the_writer() -> None:
+    stream = io.StringIO()
+    handler = BackgroundStreamHandler(stream, interval=0.01)
+    logger = _logger(handler, "test.logs.broken")
+    stream.close()
+    logger.info("into a closed stream")
+    time.sleep(0.05)  # a few write attempts
+    logger.info("still fine")
+    assert handler._writer.is_alive()
+    handler.close()
