@@ -72,6 +72,8 @@ COLUMNS: Final = (
 _PLACEHOLDERS: Final = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 ROWS_PER_STATEMENT: Final = 4000  # 8 parameters a row; SQLite allows 32,766 in one statement
 CHECKPOINT_SECONDS: Final = 1.0
+RESTART_WAIT_MS: Final = 20  # how long the writer waits on other processes to restart the WAL
+BUSY_TIMEOUT_MS: Final = 5000  # pysqlite's default wait for a lock
 
 
 class PredictionLogError(ChurnError):
@@ -257,11 +259,18 @@ class PredictionLog:
     """Group-committed, durable log of served predictions in one SQL table."""
 
     def __init__(
-        self, url: str, *, batch_size: int = 256, wait_ms: float = 2.0, table: str = "predictions"
+        self,
+        url: str,
+        *,
+        batch_size: int = 256,
+        wait_ms: float = 2.0,
+        table: str = "predictions",
+        checkpoint_seconds: float = CHECKPOINT_SECONDS,
     ) -> None:
         self.url = url
         self.batch_size = batch_size
         self.wait_ms = wait_ms
+        self.checkpoint_seconds = checkpoint_seconds
         self.table = predictions_table(table)
         self.commits = 0
         self._engine: sa.Engine | None = None
@@ -273,6 +282,7 @@ class PredictionLog:
         self._thread: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
+        self._restart_wal = threading.Event()
         self._closed = False
 
     def start(self) -> None:
@@ -406,6 +416,9 @@ class PredictionLog:
                 _resolve(waiters, _failure(f"prediction log commit failed: {_first_line(exc)}", exc))
             else:
                 _resolve(waiters, None)
+                if self._restart_wal.is_set():
+                    self._restart_wal.clear()
+                    _restart_wal(connection)
         _discard(connection)
 
     def _collect(self) -> tuple[list[_Row], list[_Waiter], bool]:
@@ -446,15 +459,21 @@ class PredictionLog:
         self.commits += 1
 
     def _checkpoint_periodically(self) -> None:
-        """The checkpointer thread (SQLite): copy the WAL into the database once a second.
+        """The checkpointer thread (SQLite): copy the WAL into the database every checkpoint_seconds.
+
+        A PASSIVE checkpoint runs beside the writer, so under steady writes it never catches up
+        with the end of the WAL, and SQLite only starts the WAL over once one has. So after each
+        pass the writer, between two batches, runs a RESTART checkpoint: it copies the few pages
+        written during the pass, and the next commit writes from the start of the WAL again.
 
         At the lowest CPU priority, where the OS allows it per thread (Linux): copying a second
         of WAL takes milliseconds of CPU, which must not take the core from the event loop.
         """
         if sys.platform == "linux":
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only
-        while not self._closing.wait(CHECKPOINT_SECONDS):
+        while not self._closing.wait(self.checkpoint_seconds):
             self._checkpoint("PASSIVE")
+            self._restart_wal.set()  # the writer finishes the job between two batches
 
     def _checkpoint(self, mode: str) -> None:
         """One WAL checkpoint on a connection of its own; PASSIVE never blocks the writer."""
@@ -466,6 +485,23 @@ class PredictionLog:
                 connection.close()
         except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:  # a later checkpoint will catch up
             logger.warning("prediction log: WAL checkpoint failed: %s", _first_line(exc))
+
+
+def _restart_wal(connection: sa.Connection) -> None:
+    """A RESTART checkpoint on the writer's connection: the WAL starts over at the next commit.
+
+    Waits at most RESTART_WAIT_MS for other processes' readers and writers; when they are busy,
+    the next pass tries again.
+    """
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+        cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+    except sqlite3.Error as exc:
+        logger.debug("prediction log: WAL restart skipped: %s", exc)
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.close()
 
 
 def _discard(connection: sa.Connection | None) -> None:
