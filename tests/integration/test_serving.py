@@ -192,6 +192,22 @@ def test_authentication_and_scopes(client: TestClient, trained_home: TrainedHome
     assert bearer.status_code == 200
 
 
+def test_the_key_is_checked_before_the_body(client: TestClient, trained_home: TrainedHome) -> None:
+    bad = trained_home.customers[0] | {"tenure": "many"}
+    assert _post(client, bad, None).status_code == 401
+    assert _post(client, bad, trained_home.admin_key).status_code == 403
+    assert _post(client, bad, trained_home.predict_key).status_code == 422
+
+
+def test_the_prediction_routes_are_documented(client: TestClient) -> None:
+    paths = client.get("/openapi.json").json()["paths"]
+    for path, answer in (("/predict", "PredictionPublic"), ("/predict/batch", "BatchPublic")):
+        operation = paths[path]["post"]
+        assert "requestBody" in operation
+        assert any(p["name"] == "explain" for p in operation["parameters"])
+        assert answer in str(operation["responses"]["200"])
+
+
 def test_rate_limit_answers_429_with_retry_after(trained_home: TrainedHome) -> None:
     with TestClient(create_app(_settings(trained_home, rate_per_second=0.5, burst=2))) as client:
         statuses = [_post(client, trained_home.customers[0], trained_home.predict_key) for _ in range(3)]
