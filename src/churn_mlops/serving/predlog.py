@@ -12,72 +12,47 @@ The commit path is the per-request cost of the log, so it is built for the event
 batches are made on the loop (one hand-off to the writer per batch, not per request), and the
 writer inserts a batch with one multi-row INSERT through the DB-API, in autocommit mode, so the
 statement is its own transaction (batches too big for one statement get an explicit one). Each
-statement the driver runs lets the event loop take the GIL, and getting it back costs a
-thread switch: one statement per batch keeps those few. On SQLite the writer never checkpoints
-the WAL itself (an automatic checkpoint inside a commit stalls
-every request waiting on that commit for tens of milliseconds); a checkpointer thread does it
-once a second, off the commit path, and once more at close.
+statement the driver runs lets the event loop take the GIL, and getting it back costs a thread
+switch: one statement per batch keeps those few. On SQLite the writer never checkpoints the WAL
+inside a commit (that stalls every request waiting on the commit for tens of milliseconds): a
+checkpointer thread copies the WAL into the database once a second, and the writer then starts
+the WAL over between two batches. The table and the SQL are in `predtable.py`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import functools
 import logging
-import os
 import queue
-import sqlite3
-import sys
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Final, NamedTuple, TypeAlias
+from typing import Final, NamedTuple, TypeAlias
 
 import orjson
 import polars as pl
 import sqlalchemy as sa
 
-from churn_mlops.errors import ChurnError
+from churn_mlops.serving.predtable import (
+    SCHEMA,
+    Insert,
+    PredictionLogError,
+    Row,
+    checkpoint,
+    create_log_engine,
+    first_line,
+    predictions_table,
+    restart_wal,
+)
 
 __all__ = ["SCHEMA", "PredictionLog", "PredictionLogError", "PredictionRecord", "predictions_table"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA: Final[dict[str, pl.DataType]] = {
-    "id": pl.Int64(),
-    "request_id": pl.String(),
-    "at": pl.Datetime("us", "UTC"),
-    "key_name": pl.String(),
-    "model_version": pl.String(),
-    "inputs": pl.String(),
-    "probability": pl.Float64(),
-    "prediction": pl.Int64(),
-    "latency_ms": pl.Float64(),
-}
-
 _Waiter: TypeAlias = asyncio.Future[None] | concurrent.futures.Future[None]
-_Row: TypeAlias = tuple[Any, ...]
-COLUMNS: Final = (
-    "request_id",
-    "at",
-    "key_name",
-    "model_version",
-    "inputs",
-    "probability",
-    "prediction",
-    "latency_ms",
-)
-_PLACEHOLDERS: Final = {"qmark": "?", "format": "%s", "pyformat": "%s"}
-ROWS_PER_STATEMENT: Final = 4000  # 8 parameters a row; SQLite allows 32,766 in one statement
 CHECKPOINT_SECONDS: Final = 1.0
-RESTART_WAIT_MS: Final = 20  # how long the writer waits on other processes to restart the WAL
-BUSY_TIMEOUT_MS: Final = 5000  # pysqlite's default wait for a lock
-
-
-class PredictionLogError(ChurnError):
-    """A prediction that could not be logged: a failed commit, a bad record, a closed log."""
 
 
 class PredictionRecord(NamedTuple):
@@ -97,52 +72,12 @@ class PredictionRecord(NamedTuple):
 class _Batch:
     """Rows for one transaction and whoever waits for them."""
 
-    rows: list[_Row] = field(default_factory=list)
+    rows: list[Row] = field(default_factory=list)
     waiters: list[_Waiter] = field(default_factory=list)
     timer: asyncio.TimerHandle | None = None
 
 
-class UtcDateTime(sa.types.TypeDecorator[datetime]):
-    """A timezone-aware UTC datetime on every backend (naive UTC text on SQLite)."""
-
-    impl = sa.DateTime(timezone=True)
-    cache_ok = True
-
-    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        """Convert to UTC; SQLite stores it without an offset."""
-        if value is None:
-            return None
-        value = value.astimezone(UTC)
-        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
-
-    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
-        """Read back as UTC-aware."""
-        if value is None:
-            return None
-        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
-
-
-_ID: Final = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
-
-
-def predictions_table(name: str = "predictions", metadata: sa.MetaData | None = None) -> sa.Table:
-    """The prediction log's table definition."""
-    return sa.Table(
-        name,
-        metadata if metadata is not None else sa.MetaData(),
-        sa.Column("id", _ID, primary_key=True, autoincrement=True),
-        sa.Column("request_id", sa.Text, nullable=False, index=True),
-        sa.Column("at", UtcDateTime, nullable=False),
-        sa.Column("key_name", sa.Text),
-        sa.Column("model_version", sa.Text, nullable=False),
-        sa.Column("inputs", sa.Text, nullable=False),
-        sa.Column("probability", sa.Float, nullable=False),
-        sa.Column("prediction", sa.Integer, nullable=False),
-        sa.Column("latency_ms", sa.Float, nullable=False),
-    )
-
-
-def _to_row(record: PredictionRecord, naive_utc_text: bool) -> _Row:
+def _to_row(record: PredictionRecord, naive_utc_text: bool) -> Row:
     """The table row for one record, in COLUMNS order; inputs become JSON text.
 
     `at` is naive UTC text on SQLite, in the format SQLAlchemy's DateTime reads back.
@@ -165,58 +100,6 @@ def _to_row(record: PredictionRecord, naive_utc_text: bool) -> _Row:
         int(record.prediction),
         float(record.latency_ms),
     )
-
-
-class _Insert:
-    """Multi-row INSERT statements of COLUMNS with the driver's positional placeholders."""
-
-    def __init__(self, engine: sa.Engine, table: sa.Table) -> None:
-        placeholder = _PLACEHOLDERS.get(engine.dialect.paramstyle)
-        if placeholder is None:
-            raise PredictionLogError(
-                f"prediction log: the {engine.dialect.driver} driver's {engine.dialect.paramstyle!r} "
-                "parameters are not supported"
-            )
-        preparer = engine.dialect.identifier_preparer
-        columns = ", ".join(preparer.quote(name) for name in COLUMNS)
-        self.head = f"INSERT INTO {preparer.format_table(table)} ({columns}) VALUES "
-        self.row = "(" + ", ".join([placeholder] * len(COLUMNS)) + ")"
-
-    @functools.lru_cache(maxsize=64)  # noqa: B019 - one _Insert per log, kept for its life
-    def statement(self, rows: int) -> str:
-        """The INSERT of `rows` rows."""
-        return self.head + ", ".join([self.row] * rows)
-
-    def run(self, cursor: Any, rows: list[_Row]) -> None:
-        """Insert the rows, one statement per ROWS_PER_STATEMENT."""
-        for start in range(0, len(rows), ROWS_PER_STATEMENT):
-            chunk = rows[start : start + ROWS_PER_STATEMENT]
-            cursor.execute(self.statement(len(chunk)), [value for row in chunk for value in row])
-
-
-def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA wal_autocheckpoint=0")  # the checkpointer thread does it, off the commit path
-    cursor.close()
-
-
-def _create_engine(url: str) -> sa.Engine:
-    """An engine for the log; SQLite gets WAL and synchronous=NORMAL on every connection.
-
-    No pool: the writer keeps its own connection open, and the occasional read opens and closes
-    one, so nothing lingers after close() and reads keep working then.
-    """
-    try:
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    except (sa.exc.ArgumentError, ImportError) as exc:
-        raise PredictionLogError(f"prediction log URL {url!r} is not usable: {exc}") from exc
-    if engine.dialect.name == "sqlite":
-        if engine.url.database in (None, "", ":memory:"):
-            raise PredictionLogError("the prediction log needs a SQLite file, not an in-memory database")
-        sa.event.listen(engine, "connect", _set_sqlite_pragmas)
-    return engine
 
 
 def _failure(message: str, cause: BaseException) -> PredictionLogError:
@@ -274,7 +157,7 @@ class PredictionLog:
         self.table = predictions_table(table)
         self.commits = 0
         self._engine: sa.Engine | None = None
-        self._insert: _Insert | None = None
+        self._insert: Insert | None = None
         self._naive_at = False
         self._open: dict[asyncio.AbstractEventLoop, _Batch] = {}  # each loop's batch being filled
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()  # None stops the writer
@@ -290,12 +173,12 @@ class PredictionLog:
         with self._lock:
             if self._thread is not None or self._closed:
                 raise PredictionLogError("the prediction log can be started once")
-            engine = _create_engine(self.url)
+            engine = create_log_engine(self.url)
             try:
                 self.table.create(engine, checkfirst=True)
             except sa.exc.SQLAlchemyError as exc:
-                raise _failure(f"cannot create the prediction log table: {_first_line(exc)}", exc) from exc
-            self._insert = _Insert(engine, self.table)
+                raise _failure(f"cannot create the prediction log table: {first_line(exc)}", exc) from exc
+            self._insert = Insert(engine, self.table)
             self._naive_at = engine.dialect.name == "sqlite"
             self._engine = engine
             self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
@@ -355,7 +238,7 @@ class PredictionLog:
             raise PredictionLogError(f"the prediction log writer did not finish within {timeout}s")
         if self._checkpointer is not None:
             self._checkpointer.join(timeout)
-            self._checkpoint("TRUNCATE")  # leave a small WAL behind
+            checkpoint(self._require_engine(), "TRUNCATE")  # leave a small WAL behind
 
     def read(self, limit: int | None = None) -> pl.DataFrame:
         """The logged predictions in insertion order; with `limit`, only the latest `limit`."""
@@ -410,18 +293,18 @@ class PredictionLog:
                     connection = engine.connect().execution_options(isolation_level="AUTOCOMMIT")
                 self._commit(connection, rows)
             except Exception as exc:  # any failure must reach the waiters, and the writer must live on
-                logger.warning("prediction log: %d writes failed: %s", len(rows), _first_line(exc))
+                logger.warning("prediction log: %d writes failed: %s", len(rows), first_line(exc))
                 _discard(connection)
                 connection = None
-                _resolve(waiters, _failure(f"prediction log commit failed: {_first_line(exc)}", exc))
+                _resolve(waiters, _failure(f"prediction log commit failed: {first_line(exc)}", exc))
             else:
                 _resolve(waiters, None)
                 if self._restart_wal.is_set():
                     self._restart_wal.clear()
-                    _restart_wal(connection)
+                    restart_wal(connection)
         _discard(connection)
 
-    def _collect(self) -> tuple[list[_Row], list[_Waiter], bool]:
+    def _collect(self) -> tuple[list[Row], list[_Waiter], bool]:
         """Block for a batch, then join any others already handed over, up to batch_size rows."""
         batch = self._queue.get()
         if batch is None:
@@ -438,24 +321,11 @@ class PredictionLog:
             waiters += batch.waiters
         return rows, waiters, False
 
-    def _commit(self, connection: sa.Connection, rows: list[_Row]) -> None:
-        """Insert the rows in one transaction: one statement (autocommit), or BEGIN ... COMMIT."""
+    def _commit(self, connection: sa.Connection, rows: list[Row]) -> None:
         insert = self._insert
-        assert insert is not None  # set by start() before the writer runs
-        cursor = connection.connection.cursor()
-        try:
-            if len(rows) <= ROWS_PER_STATEMENT:
-                insert.run(cursor, rows)
-            else:
-                cursor.execute("BEGIN")
-                try:
-                    insert.run(cursor, rows)
-                except BaseException:
-                    cursor.execute("ROLLBACK")
-                    raise
-                cursor.execute("COMMIT")
-        finally:
-            cursor.close()
+        if insert is None:
+            raise PredictionLogError("the prediction log is not started")
+        insert.commit(connection, rows)
         self.commits += 1
 
     def _checkpoint_periodically(self) -> None:
@@ -465,43 +335,10 @@ class PredictionLog:
         with the end of the WAL, and SQLite only starts the WAL over once one has. So after each
         pass the writer, between two batches, runs a RESTART checkpoint: it copies the few pages
         written during the pass, and the next commit writes from the start of the WAL again.
-
-        At the lowest CPU priority, where the OS allows it per thread (Linux): copying a second
-        of WAL takes milliseconds of CPU, which must not take the core from the event loop.
         """
-        if sys.platform == "linux":
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)  # this thread only
         while not self._closing.wait(self.checkpoint_seconds):
-            self._checkpoint("PASSIVE")
+            checkpoint(self._require_engine(), "PASSIVE")
             self._restart_wal.set()  # the writer finishes the job between two batches
-
-    def _checkpoint(self, mode: str) -> None:
-        """One WAL checkpoint on a connection of its own; PASSIVE never blocks the writer."""
-        try:
-            connection = self._require_engine().raw_connection()
-            try:
-                connection.cursor().execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
-            finally:
-                connection.close()
-        except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:  # a later checkpoint will catch up
-            logger.warning("prediction log: WAL checkpoint failed: %s", _first_line(exc))
-
-
-def _restart_wal(connection: sa.Connection) -> None:
-    """A RESTART checkpoint on the writer's connection: the WAL starts over at the next commit.
-
-    Waits at most RESTART_WAIT_MS for other processes' readers and writers; when they are busy,
-    the next pass tries again.
-    """
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
-        cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-    except sqlite3.Error as exc:
-        logger.debug("prediction log: WAL restart skipped: %s", exc)
-    finally:
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.close()
 
 
 def _discard(connection: sa.Connection | None) -> None:
@@ -511,7 +348,3 @@ def _discard(connection: sa.Connection | None) -> None:
             connection.close()
         except sa.exc.SQLAlchemyError:
             logger.debug("prediction log: closing a broken connection failed", exc_info=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,196 @@
+"""The prediction log's table and the SQL the log runs on it.
+
+The table (UTC timestamps on every backend), the engine (SQLite in WAL mode, no automatic
+checkpoints), multi-row INSERTs through the DB-API cursor, and the WAL checkpoints. The
+group commit that decides when these run is in `predlog.py`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import sqlite3
+from datetime import UTC, datetime
+from typing import Any, Final, TypeAlias
+
+import polars as pl
+import sqlalchemy as sa
+
+from churn_mlops.errors import ChurnError
+
+logger = logging.getLogger("churn_mlops.serving.predlog")
+
+Row: TypeAlias = tuple[Any, ...]
+SCHEMA: Final[dict[str, pl.DataType]] = {
+    "id": pl.Int64(),
+    "request_id": pl.String(),
+    "at": pl.Datetime("us", "UTC"),
+    "key_name": pl.String(),
+    "model_version": pl.String(),
+    "inputs": pl.String(),
+    "probability": pl.Float64(),
+    "prediction": pl.Int64(),
+    "latency_ms": pl.Float64(),
+}
+COLUMNS: Final = (
+    "request_id",
+    "at",
+    "key_name",
+    "model_version",
+    "inputs",
+    "probability",
+    "prediction",
+    "latency_ms",
+)
+ROWS_PER_STATEMENT: Final = 4000  # 8 parameters a row; SQLite allows 32,766 in one statement
+RESTART_WAIT_MS: Final = 20  # how long the writer waits on other processes to restart the WAL
+BUSY_TIMEOUT_MS: Final = 5000  # pysqlite's default wait for a lock
+WAL_LIMIT_PAGES: Final = 4096  # 16 MiB of 4 KiB pages: the WAL size at which a commit checkpoints
+_PLACEHOLDERS: Final = {"qmark": "?", "format": "%s", "pyformat": "%s"}
+_ID: Final = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
+
+
+class PredictionLogError(ChurnError):
+    """A prediction that could not be logged: a failed commit, a bad record, a closed log."""
+
+
+class UtcDateTime(sa.types.TypeDecorator[datetime]):
+    """A timezone-aware UTC datetime on every backend (naive UTC text on SQLite)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        """Convert to UTC; SQLite stores it without an offset."""
+        if value is None:
+            return None
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        """Read back as UTC-aware."""
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def predictions_table(name: str = "predictions", metadata: sa.MetaData | None = None) -> sa.Table:
+    """The prediction log's table definition."""
+    return sa.Table(
+        name,
+        metadata if metadata is not None else sa.MetaData(),
+        sa.Column("id", _ID, primary_key=True, autoincrement=True),
+        sa.Column("request_id", sa.Text, nullable=False, index=True),
+        sa.Column("at", UtcDateTime, nullable=False),
+        sa.Column("key_name", sa.Text),
+        sa.Column("model_version", sa.Text, nullable=False),
+        sa.Column("inputs", sa.Text, nullable=False),
+        sa.Column("probability", sa.Float, nullable=False),
+        sa.Column("prediction", sa.Integer, nullable=False),
+        sa.Column("latency_ms", sa.Float, nullable=False),
+    )
+
+
+class Insert:
+    """Multi-row INSERTs of COLUMNS with the driver's positional placeholders."""
+
+    def __init__(self, engine: sa.Engine, table: sa.Table) -> None:
+        placeholder = _PLACEHOLDERS.get(engine.dialect.paramstyle)
+        if placeholder is None:
+            raise PredictionLogError(
+                f"prediction log: the {engine.dialect.driver} driver's {engine.dialect.paramstyle!r} "
+                "parameters are not supported"
+            )
+        preparer = engine.dialect.identifier_preparer
+        columns = ", ".join(preparer.quote(name) for name in COLUMNS)
+        self.head = f"INSERT INTO {preparer.format_table(table)} ({columns}) VALUES "
+        self.row = "(" + ", ".join([placeholder] * len(COLUMNS)) + ")"
+
+    @functools.lru_cache(maxsize=64)  # noqa: B019 - one Insert per log, kept for its life
+    def statement(self, rows: int) -> str:
+        """The INSERT of `rows` rows."""
+        return self.head + ", ".join([self.row] * rows)
+
+    def commit(self, connection: sa.Connection, rows: list[Row]) -> None:
+        """Insert the rows in one transaction, on a connection in autocommit mode: one statement
+        (its own transaction), or BEGIN, a statement per ROWS_PER_STATEMENT rows, COMMIT."""
+        cursor = connection.connection.cursor()
+        try:
+            if len(rows) <= ROWS_PER_STATEMENT:
+                self._run(cursor, rows)
+                return
+            cursor.execute("BEGIN")
+            try:
+                self._run(cursor, rows)
+            except BaseException:
+                cursor.execute("ROLLBACK")
+                raise
+            cursor.execute("COMMIT")
+        finally:
+            cursor.close()
+
+    def _run(self, cursor: Any, rows: list[Row]) -> None:
+        for start in range(0, len(rows), ROWS_PER_STATEMENT):
+            chunk = rows[start : start + ROWS_PER_STATEMENT]
+            cursor.execute(self.statement(len(chunk)), [value for row in chunk for value in row])
+
+
+def create_log_engine(url: str) -> sa.Engine:
+    """An engine for the log; SQLite gets WAL and synchronous=NORMAL on every connection.
+
+    No pool: the writer keeps its own connection open, and the occasional read opens and closes
+    one, so nothing lingers after close() and reads keep working then.
+    """
+    try:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    except (sa.exc.ArgumentError, ImportError) as exc:
+        raise PredictionLogError(f"prediction log URL {url!r} is not usable: {exc}") from exc
+    if engine.dialect.name == "sqlite":
+        if engine.url.database in (None, "", ":memory:"):
+            raise PredictionLogError("the prediction log needs a SQLite file, not an in-memory database")
+        sa.event.listen(engine, "connect", _set_sqlite_pragmas)
+    return engine
+
+
+def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    # The checkpointer thread keeps the WAL far below this; SQLite's own checkpoint inside a
+    # commit only steps in when that thread is starved of CPU, so the WAL stays bounded anyway.
+    cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_LIMIT_PAGES}")
+    cursor.close()
+
+
+def checkpoint(engine: sa.Engine, mode: str) -> None:
+    """One WAL checkpoint on a connection of its own; PASSIVE never blocks the writer."""
+    try:
+        connection = engine.raw_connection()
+        try:
+            connection.cursor().execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+        finally:
+            connection.close()
+    except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:  # a later checkpoint will catch up
+        logger.warning("prediction log: WAL checkpoint failed: %s", first_line(exc))
+
+
+def restart_wal(connection: sa.Connection) -> None:
+    """A RESTART checkpoint on the writer's connection: the WAL starts over at the next commit.
+
+    Waits at most RESTART_WAIT_MS for other processes' readers and writers; when they are busy,
+    the next pass tries again.
+    """
+    cursor = connection.connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
+        cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
+    except sqlite3.Error as exc:
+        logger.debug("prediction log: WAL restart skipped: %s", exc)
+    finally:
+        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        cursor.close()
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message, its first line only (drivers add pages of context)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
