@@ -8,7 +8,7 @@ back in source order into the local engine's ScoreWriter, QuarantineWriter and R
 engines write the same scores, quarantine file, top customers and summary.
 
 Executors number rows within their partition; partitions follow the source order, so the driver
-turns those numbers into the local engine's source row numbers.
+turns those numbers into the local engine's source row numbers (see `spark_table.py`).
 
 Limits, and follow-ups:
 - SQL sources are read on the driver with `iter_source` and handed to Spark batch by batch:
@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
-import json
 import logging
 import os
 import re
@@ -33,7 +32,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -41,14 +40,12 @@ from typing import TYPE_CHECKING, Any
 
 import polars as pl
 import pyarrow as pa
-import pyarrow.parquet as pq
 
-from churn_mlops import errors
 from churn_mlops.batch.local import QuarantineWriter, drain
 from churn_mlops.batch.output import ScoreWriter
-from churn_mlops.batch.scoring import SCORE_COLUMNS, ScoredBatch, ScoringContext, empty_scores, score_batch
+from churn_mlops.batch.scoring import ScoredBatch, ScoringContext, score_batch
+from churn_mlops.batch.spark_table import arrow_frame, encode, failure, read_back, spark_schema
 from churn_mlops.batch.summary import RunTotals
-from churn_mlops.data.normalize import ROW
 from churn_mlops.data.sources import CSV_SUFFIXES, PARQUET_SUFFIXES, Source, iter_source, parquet_files
 from churn_mlops.errors import ChecksumError, ChurnError, ConfigError, SourceError
 from churn_mlops.models.artifacts import CHECKSUMS_FILE, Predictor, predictor_from_files
@@ -63,15 +60,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger(__name__)
 
 APP_NAME = "churn-batch-score"
-PART, QUARANTINED, FAILED = "_part", "_quarantined", "_failed"
-_SPARK_TYPES: dict[object, str] = {
-    pl.String: "string",
-    pl.Float64: "double",
-    pl.Int8: "tinyint",
-    pl.Int32: "int",
-    pl.Date: "date",
-    pl.Datetime: "timestamp",
-}
 _SPARK_ERROR = re.compile(r"\[([A-Z_]+)(?:\.[A-Z_]+)?\] ([^\n]*?)(?:\s+SQLSTATE: \w+)?\s*$", re.MULTILINE)
 _PREDICTORS: dict[str, Predictor] = {}  # in each Python worker: the current job's model, by checksums digest
 
@@ -242,7 +230,7 @@ def _scored_batches(
     for index, frame in enumerate(_inputs(spark, source, batch_rows)):
         folder = scratch / f"scores-{index}"
         _score_to(folder, frame, job, source)
-        for scored in _read_back(folder, batch_rows, first_row):
+        for scored in read_back(folder, batch_rows, first_row):
             first_row += scored.rows_in
             yield scored
         shutil.rmtree(folder)
@@ -252,7 +240,7 @@ def _score_to(folder: Path, frame: DataFrame, job: _Job, source: Source) -> None
     """Run the Spark job: score every partition with mapInArrow and write the union table as Parquet."""
     started = time.perf_counter()
     with _spark_errors(source):
-        scored = frame.mapInArrow(functools.partial(_score_partition, job), _spark_schema())
+        scored = frame.mapInArrow(functools.partial(_score_partition, job), spark_schema())
         scored.write.parquet(str(folder))
     logger.info("Spark scored %s in %.1f s", folder.name, time.perf_counter() - started)
 
@@ -310,83 +298,12 @@ def _score_partition(job: _Job, batches: Iterator[pa.RecordBatch]) -> Iterator[p
     try:
         context = job.context()
         for batch in batches:
-            raw = _frame(batch)
+            raw = arrow_frame(batch)
             scored = score_batch(raw, context, first_row=first_row)
             first_row += raw.height
-            yield from _encode(part, scored).to_arrow().to_batches()
+            yield from encode(part, scored).to_arrow().to_batches()
     except ChurnError as exc:
-        failed = {"type": type(exc).__name__, "message": str(exc)}
-        yield from (
-            _conform(pl.DataFrame({PART: [part], FAILED: [json.dumps(failed)]})).to_arrow().to_batches()
-        )
-
-
-def _encode(part: int, scored: ScoredBatch) -> pl.DataFrame:
-    """One union frame: the scores, then the quarantined rows as JSON, all tagged with the partition."""
-    rows = scored.quarantine
-    quarantined = (
-        rows.select(pl.struct(pl.all()).struct.json_encode().alias(QUARANTINED))
-        if rows.height
-        else pl.DataFrame(schema={QUARANTINED: pl.String})
-    )
-    frame = pl.concat([scored.scores, quarantined], how="diagonal_relaxed")
-    return _conform(frame.with_columns(pl.lit(part, pl.Int32).alias(PART)))
-
-
-def _output_schema() -> dict[str, pl.DataType]:
-    return {PART: pl.Int32(), **empty_scores().schema, QUARANTINED: pl.String(), FAILED: pl.String()}
-
-
-def _conform(frame: pl.DataFrame) -> pl.DataFrame:
-    """The frame in the output schema, missing columns as nulls."""
-    return frame.select(
-        pl.col(name).cast(dtype) if name in frame.columns else pl.lit(None, dtype).alias(name)
-        for name, dtype in _output_schema().items()
-    )
-
-
-def _spark_schema() -> str:
-    return ", ".join(
-        f"`{name}` {_SPARK_TYPES[dtype.base_type()]}" for name, dtype in _output_schema().items()
-    )
-
-
-def _read_back(folder: Path, batch_rows: int, first_row: int) -> Iterator[ScoredBatch]:
-    """Stream Spark's output in partition order, turning partition row numbers into source ones."""
-    part, base, seen = -1, 0, first_row - 1
-    for path in sorted(folder.glob("part-*.parquet"), key=lambda p: int(p.name.split("-")[1])):
-        for batch in pq.ParquetFile(path).iter_batches(batch_size=batch_rows):
-            frame = _frame(batch)
-            if frame.height and frame.item(0, PART) != part:
-                part, base = frame.item(0, PART), seen
-            yield _decode(frame, base)
-            seen += frame.height
-
-
-def _decode(frame: pl.DataFrame, base: int) -> ScoredBatch:
-    """Split a chunk of Spark's output into scores and quarantined rows, raising an executor's error."""
-    failed = frame.get_column(FAILED).drop_nulls()
-    if failed.len():
-        raise _executor_error(json.loads(failed.item(0)))
-    quarantined = frame.get_column(QUARANTINED)
-    scores = frame.filter(quarantined.is_null()).select(SCORE_COLUMNS).cast(empty_scores().schema)
-    return ScoredBatch(scores, _quarantined_rows(quarantined.drop_nulls(), base), frame.height)
-
-
-def _quarantined_rows(encoded: pl.Series, base: int) -> pl.DataFrame:
-    """The quarantined rows from their JSON (every raw value as text), numbered from `base` + 1."""
-    if encoded.len() == 0:
-        return pl.DataFrame()
-    rows = encoded.str.json_decode(infer_schema_length=None).struct.unnest()
-    return rows.with_columns(pl.exclude(ROW).cast(pl.String), pl.col(ROW).cast(pl.Int64) + base)
-
-
-def _executor_error(failed: Mapping[str, str]) -> ChurnError:
-    """The ChurnError an executor raised, rebuilt with its own class and message."""
-    kind = getattr(errors, failed["type"], ChurnError)
-    return (kind if isinstance(kind, type) and issubclass(kind, ChurnError) else ChurnError)(
-        failed["message"]
-    )
+        yield from failure(part, exc).to_arrow().to_batches()
 
 
 @contextmanager
@@ -417,12 +334,6 @@ def _translate(exc: Exception, source: Source) -> ChurnError:
         if kind in found:
             return SourceError(f"{source.describe()}: cannot read ({found[kind]})")
     return ChurnError(f"the Spark job failed: {next(iter(found.values()), _first_line(exc))}")
-
-
-def _frame(batch: pa.RecordBatch) -> pl.DataFrame:
-    frame = pl.from_arrow(batch)
-    assert isinstance(frame, pl.DataFrame)
-    return frame
 
 
 def _first_line(exc: BaseException) -> str:

@@ -48,6 +48,7 @@ class BackgroundStreamHandler(logging.Handler):
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
         self._lines: list[str] = []
+        self._writing = threading.Lock()  # held from taking the lines to writing them
         self._closing = threading.Event()
         self._writer = threading.Thread(target=self._write_periodically, name="log-writer", daemon=True)
         self._writer.start()
@@ -60,15 +61,16 @@ class BackgroundStreamHandler(logging.Handler):
             self.handleError(record)
 
     def flush(self) -> None:
-        """Write every queued line now."""
-        with self.lock or threading.Lock():
-            lines, self._lines = self._lines, []
-        if lines:
-            try:
-                self.stream.write("\n".join(lines) + "\n")
-                self.stream.flush()
-            except (OSError, ValueError):  # a closed or broken stream: the lines have nowhere to go
-                pass
+        """Write every queued line now, in order (one writer at a time)."""
+        with self._writing:
+            with self.lock or threading.Lock():
+                lines, self._lines = self._lines, []
+            if lines:
+                try:
+                    self.stream.write("\n".join(lines) + "\n")
+                    self.stream.flush()
+                except (OSError, ValueError):  # a closed or broken stream: the lines have nowhere to go
+                    pass
 
     def close(self) -> None:
         """Stop the writer thread and write what is left."""
