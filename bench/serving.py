@@ -20,7 +20,8 @@ What it measures
        The best run of each gives req/s; ratio = churn req/s / bare req/s. The server's CPU time
        per request (utime + stime of its process, all threads) is listed too: on a shared
        machine it moves less than req/s does.
-    2. Latency at half the churn peak, open loop: an asyncio generator (uvloop) in this process
+    2. Latency at half the churn peak, open loop: an asyncio generator (uvloop, protocols, no task
+       per request, so that it keeps its schedule at several thousand req/s) in this process
        sends requests on a fixed schedule, rate = best churn req/s / 2, over up to
        `--open-connections` keep-alive connections, alternately to churn and bare, `--repeat`
        times `--open-duration` s each. A request's latency runs from its scheduled send time to
@@ -60,11 +61,12 @@ import tempfile
 import time
 import urllib.error
 import urllib.request
+from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 BENCH = Path(__file__).resolve().parent
 REPO = BENCH.parent
@@ -353,37 +355,107 @@ def _raw_request(port: int, fixture: Fixture) -> bytes:
     return head.encode() + body
 
 
+class _OpenLoop:
+    """The open-loop generator's state: idle connections, requests waiting for one, the results.
+
+    Built on asyncio protocols, with no task per request, so that the generator's own cost stays
+    far below the server's: a generator that falls behind its schedule would be measured as the
+    server's latency.
+    """
+
+    def __init__(self, request: bytes, count: int, done: asyncio.Future[None]) -> None:
+        self.request = request
+        self.count = count
+        self.done = done
+        self.idle: deque[_Connection] = deque()  # first in, first out: every connection stays warm
+        self.backlog: deque[float] = deque()  # due times of requests waiting for a connection
+        self.latencies: list[float] = []
+        self.lateness: list[float] = []
+        self.answers = 0
+
+    def dispatch(self, due: float) -> None:
+        """A request is due: send it on an idle connection, or queue it for the next one free."""
+        if self.idle:
+            self.send(self.idle.popleft(), due)
+        else:
+            self.backlog.append(due)
+
+    def send(self, connection: _Connection, due: float) -> None:
+        self.lateness.append(time.perf_counter() - due)
+        connection.send(self.request, due)
+
+    def answered(self, connection: _Connection, due: float, ok: bool) -> None:
+        if ok:  # a non-2xx answer is left out, and the count check then fails the run
+            self.latencies.append(time.perf_counter() - due)
+        self.answers += 1
+        if self.backlog:
+            self.send(connection, self.backlog.popleft())
+        else:
+            self.idle.append(connection)
+        if self.answers == self.count and not self.done.done():
+            self.done.set_result(None)
+
+    def lost(self, exc: Exception | None) -> None:
+        if not self.done.done():
+            self.done.set_exception(exc or ConnectionError("the server closed a keep-alive connection"))
+
+
+class _Connection(asyncio.Protocol):
+    """One keep-alive connection: one request at a time, its answer parsed as it arrives."""
+
+    def __init__(self, run: _OpenLoop) -> None:
+        self.run = run
+        self.transport: asyncio.Transport | None = None
+        self.buffer = bytearray()
+        self.due = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport
+
+    def send(self, request: bytes, due: float) -> None:
+        assert self.transport is not None
+        self.due = due
+        self.transport.write(request)
+
+    def data_received(self, data: bytes) -> None:
+        self.buffer += data
+        end = self.buffer.find(b"\r\n\r\n")
+        if end < 0:
+            return
+        size = end + 4 + _content_length(bytes(self.buffer[: end + 4]))
+        if len(self.buffer) < size:
+            return
+        ok = self.buffer.startswith(b"HTTP/1.1 2")
+        del self.buffer[:size]
+        self.run.answered(self, self.due, ok)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.run.lost(exc)
+
+
 async def _send_at_rate(
     port: int, request: bytes, rate: float, seconds: float, connections: int
 ) -> tuple[list[float], list[float]]:
-    idle: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
-    for _ in range(connections):
-        idle.put_nowait(await asyncio.open_connection("127.0.0.1", port))
-    latencies: list[float] = []
-    lateness: list[float] = []
-
-    async def one(due: float) -> None:
-        lateness.append(time.perf_counter() - due)
-        reader, writer = await idle.get()
-        writer.write(request)
-        head = await reader.readuntil(b"\r\n\r\n")
-        await reader.readexactly(_content_length(head))
-        if head.startswith(b"HTTP/1.1 2"):
-            latencies.append(time.perf_counter() - due)
-        idle.put_nowait((reader, writer))
-
-    tasks = []
+    loop = asyncio.get_running_loop()
+    count = int(rate * seconds)
+    run = _OpenLoop(request, count, loop.create_future())
+    opened = [
+        await loop.create_connection(lambda: _Connection(run), "127.0.0.1", port) for _ in range(connections)
+    ]
+    run.idle.extend(connection for _, connection in opened)
     start = time.perf_counter() + 0.01
-    for i in range(int(rate * seconds)):
-        due = start + i / rate
-        pause = due - time.perf_counter()
-        if pause > 0:
-            await asyncio.sleep(pause)
-        tasks.append(asyncio.create_task(one(due)))
-    await asyncio.gather(*tasks)
-    while not idle.empty():
-        idle.get_nowait()[1].close()
-    return latencies, lateness
+    sent = 0
+    while sent < count:  # send every request that is due, then sleep until the next one is
+        now = time.perf_counter()
+        while sent < count and start + sent / rate <= now:
+            run.dispatch(start + sent / rate)
+            sent += 1
+        if sent < count:
+            await asyncio.sleep(start + sent / rate - time.perf_counter())
+    await run.done
+    for transport, _ in opened:
+        transport.close()
+    return run.latencies, run.lateness
 
 
 def _content_length(head: bytes) -> int:
