@@ -21,6 +21,7 @@ import pytest
 import sqlalchemy as sa
 
 from churn_mlops.serving.predlog import (
+    LONE_BATCHES,
     SCHEMA,
     PredictionLog,
     PredictionLogError,
@@ -177,6 +178,32 @@ def test_concurrent_writes_are_group_committed(target: tuple[str, str]) -> None:
     assert set(log.read()["request_id"]) == {f"r{i}" for i in range(500)}
     assert 1 <= transactions <= 20, f"{transactions} transactions for 500 writes"
     assert log.commits == transactions
+
+
+def test_the_batching_window_is_kept_only_while_it_gathers_writes(tmp_path: Path) -> None:
+    """A lone client (one request at a time) waits out one window, which gathers nobody else; the
+    next LONE_BATCHES writes go straight to the writer, then a window is tried again."""
+    window = 0.25
+
+    async def one_at_a_time(log: PredictionLog) -> list[float]:
+        seconds = []
+        for i in range(LONE_BATCHES + 2):
+            started = time.perf_counter()
+            await log.write([_record(f"r{i}")])
+            seconds.append(time.perf_counter() - started)
+        return seconds
+
+    log = PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}", wait_ms=window * 1000)
+    log.start()
+    try:
+        first, *unwindowed, again = _run(one_at_a_time(log))
+    finally:
+        log.close()
+
+    assert log.count() == LONE_BATCHES + 2
+    assert first >= window * 0.9, "the first write did not wait out its window"
+    assert again >= window * 0.9, "no window was tried again after the lone writes"
+    assert sum(unwindowed) < window, f"{LONE_BATCHES} lone writes took {sum(unwindowed):.3f} s"
 
 
 def test_close_commits_everything_queued_then_refuses_writes(target: tuple[str, str]) -> None:

@@ -1,12 +1,18 @@
 """The durable prediction log: every served prediction lands in one SQL table, group-committed.
 
 Callers add rows to their event loop's open batch and wait. A batch closes wait_ms after its
-first row (or at batch_size rows) and goes to one writer thread, which inserts it in one
-transaction and only then resolves the waiters, so a prediction that was acknowledged is on
-disk. SQLite (WAL, synchronous=NORMAL: a commit survives a killed process, not a power cut) is the
-default; PostgreSQL works the same by URL. `at` is TIMESTAMP WITH TIME ZONE on PostgreSQL and
-naive ISO-8601 text in UTC on SQLite; it always reads back as a UTC-aware datetime. A lone write
-waits up to wait_ms.
+first row (or once it holds batch_size rows) and goes to one writer thread, which inserts it, with
+any other batches already waiting, in one transaction and only then resolves the waiters, so a
+prediction that was acknowledged is on disk. SQLite (WAL, synchronous=NORMAL: a commit survives a
+killed process, not a power cut) is the default; PostgreSQL works the same by URL. `at` is
+TIMESTAMP WITH TIME ZONE on PostgreSQL and naive ISO-8601 text in UTC on SQLite; it always reads
+back as a UTC-aware datetime.
+
+The window is there for throughput: a commit and the hand-offs around it cost about as much CPU as
+the rest of a request, so under load one commit for several requests leaves the core free for
+more. It is only kept while it pays: when a window closes with a single write in it (requests come
+one at a time, a lone client waits on each answer), the next LONE_BATCHES batches go to the writer
+at the end of the loop's current iteration instead, without waiting; then a window is tried again.
 
 The commit path is the per-request cost of the log, so it is built for the event loop's core:
 batches are made on the loop (one hand-off to the writer per batch, not per request), and the
@@ -53,6 +59,8 @@ logger = logging.getLogger(__name__)
 
 _Waiter: TypeAlias = asyncio.Future[None] | concurrent.futures.Future[None]
 CHECKPOINT_SECONDS: Final = 1.0
+LONE_BATCHES: Final = 16  # batches sent without a window after a window that gathered one write
+MAX_COMMIT_ROWS: Final = 1024  # the writer joins waiting batches into one transaction up to this
 
 
 class PredictionRecord(NamedTuple):
@@ -74,7 +82,8 @@ class _Batch:
 
     rows: list[Row] = field(default_factory=list)
     waiters: list[_Waiter] = field(default_factory=list)
-    timer: asyncio.TimerHandle | None = None
+    timer: asyncio.Handle | None = None  # what seals it: the window's end, or the loop's next turn
+    windowed: bool = False
 
 
 def _to_row(record: PredictionRecord, naive_utc_text: bool) -> Row:
@@ -145,7 +154,7 @@ class PredictionLog:
         self,
         url: str,
         *,
-        batch_size: int = 256,
+        batch_size: int = 16,
         wait_ms: float = 2.0,
         table: str = "predictions",
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
@@ -160,6 +169,7 @@ class PredictionLog:
         self._insert: Insert | None = None
         self._naive_at = False
         self._open: dict[asyncio.AbstractEventLoop, _Batch] = {}  # each loop's batch being filled
+        self._unwindowed = 0  # batches still to send without a window (the last one gathered one write)
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()  # None stops the writer
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -200,8 +210,7 @@ class PredictionLog:
             self._check_open()
             batch = self._open.get(loop)
             if batch is None:
-                batch = self._open[loop] = _Batch()
-                batch.timer = loop.call_later(self.wait_ms / 1000, self._seal, loop)
+                batch = self._open[loop] = self._new_batch(loop)
             batch.rows += rows
             batch.waiters.append(future)
             if len(batch.rows) >= self.batch_size:
@@ -266,6 +275,17 @@ class PredictionLog:
         if self._thread is None:
             raise PredictionLogError("the prediction log is not started")
 
+    def _new_batch(self, loop: asyncio.AbstractEventLoop) -> _Batch:
+        """A loop's next batch, sealed when its window ends, or on the loop's next turn."""
+        batch = _Batch()
+        if self.wait_ms > 0 and self._unwindowed == 0:
+            batch.windowed = True
+            batch.timer = loop.call_later(self.wait_ms / 1000, self._seal, loop)
+        else:
+            self._unwindowed = max(0, self._unwindowed - 1)
+            batch.timer = loop.call_soon(self._seal, loop)
+        return batch
+
     def _seal(self, loop: asyncio.AbstractEventLoop) -> None:
         """The batching window of a loop's batch is over: hand the batch to the writer."""
         with self._lock:
@@ -277,6 +297,8 @@ class PredictionLog:
             return
         if batch.timer is not None:
             batch.timer.cancel()
+        if batch.windowed and len(batch.waiters) == 1 and len(batch.rows) < self.batch_size:
+            self._unwindowed = LONE_BATCHES  # nobody joined: the window only added latency
         self._queue.put(batch)
 
     def _run(self) -> None:
@@ -305,12 +327,12 @@ class PredictionLog:
         _discard(connection)
 
     def _collect(self) -> tuple[list[Row], list[_Waiter], bool]:
-        """Block for a batch, then join any others already handed over, up to batch_size rows."""
+        """Block for a batch, then join any others already handed over, up to MAX_COMMIT_ROWS rows."""
         batch = self._queue.get()
         if batch is None:
             return [], [], True
         rows, waiters = batch.rows, batch.waiters
-        while len(rows) < self.batch_size:
+        while len(rows) < MAX_COMMIT_ROWS:
             try:
                 batch = self._queue.get_nowait()
             except queue.Empty:
