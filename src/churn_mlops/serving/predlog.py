@@ -21,8 +21,8 @@ statement is its own transaction (batches too big for one statement get an expli
 statement the driver runs lets the event loop take the GIL, and getting it back costs a thread
 switch: one statement per batch keeps those few. On SQLite the writer never checkpoints the WAL
 inside a commit (that stalls every request waiting on the commit for tens of milliseconds): a
-checkpointer thread copies the WAL into the database once a second, and the writer then starts
-the WAL over between two batches. The table and the SQL are in `predtable.py`.
+checkpointer thread copies the WAL into the database once a second, beside the writer, and SQLite
+starts the WAL over at the next commit. The table and the SQL are in `predtable.py`.
 """
 
 from __future__ import annotations
@@ -50,7 +50,6 @@ from churn_mlops.serving.predtable import (
     create_log_engine,
     first_line,
     predictions_table,
-    restart_wal,
 )
 
 __all__ = ["SCHEMA", "PredictionLog", "PredictionLogError", "PredictionRecord", "predictions_table"]
@@ -59,6 +58,7 @@ logger = logging.getLogger(__name__)
 
 _Waiter: TypeAlias = asyncio.Future[None] | concurrent.futures.Future[None]
 CHECKPOINT_SECONDS: Final = 1.0
+CHECKPOINT_PASSES: Final = 8  # PASSIVE checkpoints a round makes to catch up with the writer
 LONE_BATCHES: Final = 16  # batches sent without a window after a window that gathered one write
 MAX_COMMIT_ROWS: Final = 1024  # the writer joins waiting batches into one transaction up to this
 
@@ -175,7 +175,6 @@ class PredictionLog:
         self._thread: threading.Thread | None = None
         self._checkpointer: threading.Thread | None = None
         self._closing = threading.Event()
-        self._restart_wal = threading.Event()
         self._closed = False
 
     def start(self) -> None:
@@ -321,9 +320,6 @@ class PredictionLog:
                 _resolve(waiters, _failure(f"prediction log commit failed: {first_line(exc)}", exc))
             else:
                 _resolve(waiters, None)
-                if self._restart_wal.is_set():
-                    self._restart_wal.clear()
-                    restart_wal(connection)
         _discard(connection)
 
     def _collect(self) -> tuple[list[Row], list[_Waiter], bool]:
@@ -353,14 +349,13 @@ class PredictionLog:
     def _checkpoint_periodically(self) -> None:
         """The checkpointer thread (SQLite): copy the WAL into the database every checkpoint_seconds.
 
-        A PASSIVE checkpoint runs beside the writer, so under steady writes it never catches up
-        with the end of the WAL, and SQLite only starts the WAL over once one has. So after each
-        pass the writer, between two batches, runs a RESTART checkpoint: it copies the few pages
-        written during the pass, and the next commit writes from the start of the WAL again.
+        SQLite starts the WAL over only after a checkpoint has copied all of it, and a PASSIVE
+        one runs beside the writer, which keeps appending; so each round makes passes until one
+        catches up (see `checkpoint`). The writer never checkpoints: a RESTART checkpoint on its
+        connection held every commit for its fsyncs, 3-8 ms once a second.
         """
         while not self._closing.wait(self.checkpoint_seconds):
-            checkpoint(self._require_engine(), "PASSIVE")
-            self._restart_wal.set()  # the writer finishes the job between two batches
+            checkpoint(self._require_engine(), "PASSIVE", passes=CHECKPOINT_PASSES)
 
 
 def _discard(connection: sa.Connection | None) -> None:

@@ -43,8 +43,6 @@ COLUMNS: Final = (
     "latency_ms",
 )
 ROWS_PER_STATEMENT: Final = 4000  # 8 parameters a row; SQLite allows 32,766 in one statement
-RESTART_WAIT_MS: Final = 20  # how long the writer waits on other processes to restart the WAL
-BUSY_TIMEOUT_MS: Final = 5000  # pysqlite's default wait for a lock
 WAL_LIMIT_PAGES: Final = 4096  # 16 MiB of 4 KiB pages: the WAL size at which a commit checkpoints
 _PLACEHOLDERS: Final = {"qmark": "?", "format": "%s", "pyformat": "%s"}
 _ID: Final = sa.BigInteger().with_variant(sa.Integer(), "sqlite")  # SQLite autoincrements INTEGER keys only
@@ -162,33 +160,30 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
-def checkpoint(engine: sa.Engine, mode: str) -> None:
-    """One WAL checkpoint on a connection of its own; PASSIVE never blocks the writer."""
+def checkpoint(engine: sa.Engine, mode: str, passes: int = 1) -> bool:
+    """WAL checkpoints on a connection of their own, until the whole WAL is copied (at most
+    `passes`); whether it was. PASSIVE never blocks the writer.
+
+    Once a checkpoint has copied every frame, SQLite starts the WAL over at the next commit, at
+    no cost to it. A PASSIVE pass runs beside the writer and copies the WAL as it was when the
+    pass began, so a pass that copied all it saw proves nothing while the next one finds more;
+    each pass is shorter than the one before, and soon one finds nothing new: the WAL is copied.
+    """
     try:
         connection = engine.raw_connection()
         try:
-            connection.cursor().execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
+            cursor = connection.cursor()
+            seen = -1
+            for _ in range(passes):
+                _busy, frames, copied = cursor.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+                if copied >= frames and (passes == 1 or frames <= seen):
+                    return True  # nothing was committed since the last pass, or the WAL started over
+                seen = frames
         finally:
             connection.close()
     except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:  # a later checkpoint will catch up
         logger.warning("prediction log: WAL checkpoint failed: %s", first_line(exc))
-
-
-def restart_wal(connection: sa.Connection) -> None:
-    """A RESTART checkpoint on the writer's connection: the WAL starts over at the next commit.
-
-    Waits at most RESTART_WAIT_MS for other processes' readers and writers; when they are busy,
-    the next pass tries again.
-    """
-    cursor = connection.connection.cursor()
-    try:
-        cursor.execute(f"PRAGMA busy_timeout={RESTART_WAIT_MS}")
-        cursor.execute("PRAGMA wal_checkpoint(RESTART)").fetchall()
-    except sqlite3.Error as exc:
-        logger.debug("prediction log: WAL restart skipped: %s", exc)
-    finally:
-        cursor.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-        cursor.close()
+    return False
 
 
 def first_line(exc: BaseException) -> str:
