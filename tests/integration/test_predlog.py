@@ -21,8 +21,9 @@ import pytest
 import sqlalchemy as sa
 
 from churn_mlops.serving.predlog import (
-    LONE_BATCHES,
     SCHEMA,
+    WINDOWLESS_BATCHES,
+    WINDOWLESS_SECONDS,
     PredictionLog,
     PredictionLogError,
     PredictionRecord,
@@ -180,30 +181,93 @@ def test_concurrent_writes_are_group_committed(target: tuple[str, str]) -> None:
     assert log.commits == transactions
 
 
-def test_the_batching_window_is_kept_only_while_it_gathers_writes(tmp_path: Path) -> None:
-    """A lone client (one request at a time) waits out one window, which gathers nobody else; the
-    next LONE_BATCHES writes go straight to the writer, then a window is tried again."""
-    window = 0.25
+WINDOW = 0.25  # seconds: long beside a commit, so waiting it out or not is plain to see
 
-    async def one_at_a_time(log: PredictionLog) -> list[float]:
-        seconds = []
-        for i in range(LONE_BATCHES + 2):
-            started = time.perf_counter()
-            await log.write([_record(f"r{i}")])
-            seconds.append(time.perf_counter() - started)
-        return seconds
 
-    log = PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}", wait_ms=window * 1000)
+async def _timed_write(log: PredictionLog, request_id: str) -> float:
+    started = time.perf_counter()
+    await log.write([_record(request_id)])
+    return time.perf_counter() - started
+
+
+def _window_log(tmp_path: Path, in_flight: int | None = None) -> PredictionLog:
+    log = PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}", wait_ms=WINDOW * 1000)
+    if in_flight is not None:
+        log.in_flight = lambda: in_flight
     log.start()
+    return log
+
+
+def test_a_lone_client_waits_out_one_window_in_a_while(tmp_path: Path) -> None:
+    """Requests one at a time: the window gathers nobody else, so the next writes go straight to
+    the writer; a window is tried again only after WINDOWLESS_SECONDS and WINDOWLESS_BATCHES."""
+
+    async def one_at_a_time(log: PredictionLog) -> tuple[float, list[float], float]:
+        first = await _timed_write(log, "first")
+        quick = [await _timed_write(log, f"r{i}") for i in range(WINDOWLESS_BATCHES)]
+        await asyncio.sleep(WINDOWLESS_SECONDS)
+        return first, quick, await _timed_write(log, "again")
+
+    log = _window_log(tmp_path)
     try:
-        first, *unwindowed, again = _run(one_at_a_time(log))
+        first, quick, again = _run(one_at_a_time(log))
     finally:
         log.close()
 
-    assert log.count() == LONE_BATCHES + 2
-    assert first >= window * 0.9, "the first write did not wait out its window"
-    assert again >= window * 0.9, "no window was tried again after the lone writes"
-    assert sum(unwindowed) < window, f"{LONE_BATCHES} lone writes took {sum(unwindowed):.3f} s"
+    assert log.count() == WINDOWLESS_BATCHES + 2
+    assert first >= WINDOW * 0.9, "the first write did not wait out its window"
+    assert sum(quick) < WINDOW, f"{WINDOWLESS_BATCHES} lone writes took {sum(quick):.3f} s"
+    assert again >= WINDOW * 0.9, "no window was tried again"
+
+
+def test_a_few_callers_that_wait_on_their_answers_stop_paying_the_window(tmp_path: Path) -> None:
+    """Four callers, each waiting on its write before the next (four requests in flight): once all
+    four wait in a window, nobody else can come, so after one window they go without."""
+
+    async def caller(log: PredictionLog, name: str) -> list[float]:
+        return [await _timed_write(log, f"{name}-{i}") for i in range(10)]
+
+    async def four(log: PredictionLog) -> list[list[float]]:
+        return list(await asyncio.gather(*(caller(log, f"c{c}") for c in range(4))))
+
+    log = _window_log(tmp_path, in_flight=4)
+    try:
+        seconds = _run(four(log))
+    finally:
+        log.close()
+
+    assert log.count() == 40
+    assert all(calls[0] >= WINDOW * 0.9 for calls in seconds), "the first round did not wait"
+    later = [s for calls in seconds for s in calls[1:]]
+    assert max(later) < WINDOW / 2, f"a later write waited {max(later):.3f} s"
+
+
+def test_a_window_that_gathers_newcomers_is_kept(tmp_path: Path) -> None:
+    """Requests that arrive on their own while a window is open join its batch, and the next
+    batch gets a window too."""
+
+    async def arrivals(log: PredictionLog, round_: int) -> None:
+        writes = []
+        for i in range(3):
+            writes.append(asyncio.ensure_future(log.write([_record(f"{round_}-{i}")])))
+            await asyncio.sleep(WINDOW / 5)
+        await asyncio.gather(*writes)
+
+    async def two_rounds(log: PredictionLog) -> list[int]:
+        commits = []
+        for round_ in range(2):
+            await arrivals(log, round_)
+            commits.append(log.commits)
+        return commits
+
+    log = _window_log(tmp_path)
+    try:
+        commits = _run(two_rounds(log))
+    finally:
+        log.close()
+
+    assert log.count() == 6
+    assert commits == [1, 2], f"commits after each round: {commits}"
 
 
 def test_close_commits_everything_queued_then_refuses_writes(target: tuple[str, str]) -> None:

@@ -257,6 +257,20 @@ def test_every_prediction_is_logged(client: TestClient, trained_home: TrainedHom
     assert json.loads(rows.get_column("inputs")[0])["tenure"] == trained_home.customers[0]["tenure"]
 
 
+def test_every_answer_ends_its_request_in_flight(client: TestClient, trained_home: TrainedHome) -> None:
+    """The prediction log's batching window asks how many requests are in flight: every answer,
+    good or bad, must take its request off the count."""
+    key, customer = trained_home.predict_key, trained_home.customers[0]
+    assert _post(client, customer, key).status_code == 200
+    assert _post(client, customer, None).status_code == 401
+    assert _post(client, customer | {"tenure": "many"}, key).status_code == 422
+    assert _post(client, [customer], key, path="/predict/batch").status_code == 200
+    assert client.post("/predict", content=b"{", headers={"X-API-Key": key}).status_code in (400, 415, 422)
+    assert client.get("/health/live").status_code == 200
+    assert client.get("/no/such/route").status_code == 404
+    assert client.app.state.in_flight() == 0  # type: ignore[attr-defined]
+
+
 def test_no_champion_means_not_ready(tmp_path: Any) -> None:
     with TestClient(create_app(Settings(home=tmp_path / "empty"))) as client:
         assert client.get("/health/ready").status_code == 503

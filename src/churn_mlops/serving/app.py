@@ -19,7 +19,7 @@ from churn_mlops.data.spec import DatasetSpec, load_spec
 from churn_mlops.errors import ChurnError
 from churn_mlops.serving.keys import KeyStore
 from churn_mlops.serving.metrics import Metrics
-from churn_mlops.serving.middleware import GatewayMiddleware
+from churn_mlops.serving.middleware import GatewayMiddleware, InFlight
 from churn_mlops.serving.model import ModelHolder
 from churn_mlops.serving.predlog import PredictionLog
 from churn_mlops.serving.problems import add_error_handlers
@@ -72,11 +72,13 @@ def create_app(
     settings = settings or get_settings()
     spec = spec or load_spec(settings.data.spec)
     metrics = Metrics()
+    in_flight = InFlight()
     state: dict[str, Services] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = services_factory(settings)
+        services.predlog.in_flight = in_flight  # tells a batching window whether it can gather more
         services.predlog.start()
         state["services"] = services
         await _initial_load(services.holder, metrics)
@@ -98,6 +100,7 @@ def create_app(
         # look up the global providers on every request to find that none is configured.
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
+    app.state.in_flight = in_flight
     add_error_handlers(app)
     routes = Routes(
         state,
@@ -114,7 +117,12 @@ def create_app(
             allow_methods=["GET", "POST"],
             allow_headers=["*"],
         )
-    app.add_middleware(GatewayMiddleware, metrics=metrics, max_body_bytes=settings.serving.max_body_bytes)
+    app.add_middleware(
+        GatewayMiddleware,
+        metrics=metrics,
+        max_body_bytes=settings.serving.max_body_bytes,
+        in_flight=in_flight,
+    )
     return app
 
 

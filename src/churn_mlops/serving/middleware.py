@@ -21,13 +21,26 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 JSON_TYPES = (b"application/json", b"application/problem+json")
 
 
+class InFlight:
+    """How many HTTP requests the server is handling now (the prediction log asks)."""
+
+    def __init__(self) -> None:
+        self.count = 0
+
+    def __call__(self) -> int:
+        return self.count
+
+
 class GatewayMiddleware:
     """Tags each request with an id, enforces size and content type, logs and measures it."""
 
-    def __init__(self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int) -> None:
+    def __init__(
+        self, app: ASGIApp, *, metrics: Metrics, max_body_bytes: int, in_flight: InFlight | None = None
+    ) -> None:
         self.app = app
         self.metrics = metrics
         self.max_body_bytes = max_body_bytes
+        self.in_flight = in_flight or InFlight()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         """Handle one HTTP request."""
@@ -47,6 +60,7 @@ class GatewayMiddleware:
                 message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
             await send(message)
 
+        self.in_flight.count += 1
         try:
             if problem is not None:
                 await _reply(send_with_id, *problem)
@@ -56,6 +70,7 @@ class GatewayMiddleware:
                 limited = _limited(receive, self.max_body_bytes) if chunked else receive
                 await self.app(scope, limited, send_with_id)
         finally:
+            self.in_flight.count -= 1
             self._observe(scope, request_id, status["code"], time.perf_counter() - started)
 
     def _observe(self, scope: Scope, request_id: str, status: int, seconds: float) -> None:

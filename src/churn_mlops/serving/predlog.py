@@ -9,10 +9,13 @@ TIMESTAMP WITH TIME ZONE on PostgreSQL and naive ISO-8601 text in UTC on SQLite;
 back as a UTC-aware datetime.
 
 The window is there for throughput: a commit and the hand-offs around it cost about as much CPU as
-the rest of a request, so under load one commit for several requests leaves the core free for
-more. It is only kept while it pays: when a window closes with a single write in it (requests come
-one at a time, a lone client waits on each answer), the next LONE_BATCHES batches go to the writer
-at the end of the loop's current iteration instead, without waiting; then a window is tried again.
+the rest of a request, so when requests arrive on their own (an open loop), one commit for several
+of them leaves the core free for more. It is only kept while it pays. Once every request the
+server is handling (`in_flight`) is waiting on the log, only a request that has yet to arrive can
+join; when a window closes without one (a lone client, or a few that each wait on their answers:
+no request comes until one is answered), batches go to the writer at the end of the event loop's
+iteration instead, for WINDOWLESS_SECONDS and at least WINDOWLESS_BATCHES batches; then a window
+is tried again.
 
 The commit path is the per-request cost of the log, so it is built for the event loop's core:
 batches are made on the loop (one hand-off to the writer per batch, not per request), and the
@@ -32,7 +35,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, NamedTuple, TypeAlias
@@ -59,7 +62,8 @@ logger = logging.getLogger(__name__)
 _Waiter: TypeAlias = asyncio.Future[None] | concurrent.futures.Future[None]
 CHECKPOINT_SECONDS: Final = 1.0
 CHECKPOINT_PASSES: Final = 8  # PASSIVE checkpoints a round makes to catch up with the writer
-LONE_BATCHES: Final = 16  # batches sent without a window after a window that gathered one write
+WINDOWLESS_SECONDS: Final = 0.1  # no window for this long after one that gathered no newcomer,
+WINDOWLESS_BATCHES: Final = 16  # and for at least this many batches
 MAX_COMMIT_ROWS: Final = 1024  # the writer joins waiting batches into one transaction up to this
 
 
@@ -84,6 +88,9 @@ class _Batch:
     waiters: list[_Waiter] = field(default_factory=list)
     timer: asyncio.Handle | None = None  # what seals it: the window's end, or the loop's next turn
     windowed: bool = False
+    settled: bool = False  # a turn of the loop found every request in flight waiting on the log
+    newcomers: bool = False  # a write came after that: a request that arrived during the window
+    checking: bool = False  # a look at the requests in flight is due on the loop's next turn
 
 
 def _to_row(record: PredictionRecord, naive_utc_text: bool) -> Row:
@@ -169,7 +176,10 @@ class PredictionLog:
         self._insert: Insert | None = None
         self._naive_at = False
         self._open: dict[asyncio.AbstractEventLoop, _Batch] = {}  # each loop's batch being filled
-        self._unwindowed = 0  # batches still to send without a window (the last one gathered one write)
+        self.in_flight: Callable[[], int] | None = None  # requests being served; None: only the log's
+        self._waiting = 0  # writes waiting on the log, in open batches and handed-over ones
+        self._windowless_until = 0.0  # event-loop time before which batches get no window,
+        self._windowless_batches = 0  # nor before this many more batches
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()  # None stops the writer
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -210,10 +220,16 @@ class PredictionLog:
             batch = self._open.get(loop)
             if batch is None:
                 batch = self._open[loop] = self._new_batch(loop)
+            if batch.settled:
+                batch.newcomers = True
             batch.rows += rows
             batch.waiters.append(future)
+            self._waiting += 1
             if len(batch.rows) >= self.batch_size:
                 self._seal_locked(loop)
+            elif batch.windowed and not batch.settled and not batch.checking and self._all_waiting():
+                batch.checking = True  # requests that arrived with this one have yet to run
+                loop.call_soon(self._check_settled, loop, batch)
         await future
 
     def write_sync(self, records: Sequence[PredictionRecord]) -> None:
@@ -224,6 +240,7 @@ class PredictionLog:
         batch = _Batch([_to_row(r, self._naive_at) for r in records], [future])
         with self._lock:
             self._check_open()
+            self._waiting += 1
             self._queue.put(batch)
         future.result()
 
@@ -277,13 +294,25 @@ class PredictionLog:
     def _new_batch(self, loop: asyncio.AbstractEventLoop) -> _Batch:
         """A loop's next batch, sealed when its window ends, or on the loop's next turn."""
         batch = _Batch()
-        if self.wait_ms > 0 and self._unwindowed == 0:
+        if self.wait_ms > 0 and self._windowless_batches == 0 and loop.time() >= self._windowless_until:
             batch.windowed = True
             batch.timer = loop.call_later(self.wait_ms / 1000, self._seal, loop)
         else:
-            self._unwindowed = max(0, self._unwindowed - 1)
+            self._windowless_batches = max(0, self._windowless_batches - 1)
             batch.timer = loop.call_soon(self._seal, loop)
         return batch
+
+    def _all_waiting(self) -> bool:
+        """Whether every request the server is handling waits on the log (no `in_flight`: yes)."""
+        return self.in_flight is None or self.in_flight() <= self._waiting
+
+    def _check_settled(self, loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
+        """A turn after a write found everyone waiting: if that still holds, only a request that
+        arrives from now on can join the batch."""
+        with self._lock:
+            batch.checking = False
+            if self._open.get(loop) is batch and self._all_waiting():
+                batch.settled = True
 
     def _seal(self, loop: asyncio.AbstractEventLoop) -> None:
         """The batching window of a loop's batch is over: hand the batch to the writer."""
@@ -296,8 +325,10 @@ class PredictionLog:
             return
         if batch.timer is not None:
             batch.timer.cancel()
-        if batch.windowed and len(batch.waiters) == 1 and len(batch.rows) < self.batch_size:
-            self._unwindowed = LONE_BATCHES  # nobody joined: the window only added latency
+        if batch.settled and not batch.newcomers and len(batch.rows) < self.batch_size:
+            # Everyone in flight was in it, and nobody arrived after: it only added latency.
+            self._windowless_until = loop.time() + WINDOWLESS_SECONDS
+            self._windowless_batches = WINDOWLESS_BATCHES
         self._queue.put(batch)
 
     def _run(self) -> None:
@@ -317,10 +348,15 @@ class PredictionLog:
                 logger.warning("prediction log: %d writes failed: %s", len(rows), first_line(exc))
                 _discard(connection)
                 connection = None
-                _resolve(waiters, _failure(f"prediction log commit failed: {first_line(exc)}", exc))
+                self._answer(waiters, _failure(f"prediction log commit failed: {first_line(exc)}", exc))
             else:
-                _resolve(waiters, None)
+                self._answer(waiters, None)
         _discard(connection)
+
+    def _answer(self, waiters: list[_Waiter], error: PredictionLogError | None) -> None:
+        with self._lock:
+            self._waiting -= len(waiters)
+        _resolve(waiters, error)
 
     def _collect(self) -> tuple[list[Row], list[_Waiter], bool]:
         """Block for a batch, then join any others already handed over, up to MAX_COMMIT_ROWS rows."""
