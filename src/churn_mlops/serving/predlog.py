@@ -12,10 +12,11 @@ The window is there for throughput: a commit and the hand-offs around it cost ab
 the rest of a request, so when requests arrive on their own (an open loop), one commit for several
 of them leaves the core free for more. It is only kept while it pays. Once every request the
 server is handling (`in_flight`) is waiting on the log, only a request that has yet to arrive can
-join; when a window closes without one (a lone client, or a few that each wait on their answers:
-no request comes until one is answered), batches go to the writer at the end of the event loop's
-iteration instead, for WINDOWLESS_SECONDS and at least WINDOWLESS_BATCHES batches; then a window
-is tried again.
+join; when QUIET_WINDOWS windows in a row close without one (a lone client, or a few that each
+wait on their answers: no request comes until one is answered), batches go to the writer at the
+end of the event loop's iteration instead, for WINDOWLESS_SECONDS and at least WINDOWLESS_BATCHES
+batches; then a window is tried again. (One quiet window is not enough: after a stall of the
+loop, the timer fires before the requests that came meanwhile are read.)
 
 The commit path is the per-request cost of the log, so it is built for the event loop's core:
 batches are made on the loop (one hand-off to the writer per batch, not per request), and the
@@ -64,6 +65,7 @@ CHECKPOINT_SECONDS: Final = 1.0
 CHECKPOINT_PASSES: Final = 8  # PASSIVE checkpoints a round makes to catch up with the writer
 WINDOWLESS_SECONDS: Final = 0.1  # no window for this long after one that gathered no newcomer,
 WINDOWLESS_BATCHES: Final = 16  # and for at least this many batches
+QUIET_WINDOWS: Final = 2  # windows in a row without a newcomer before going without
 MAX_COMMIT_ROWS: Final = 1024  # the writer joins waiting batches into one transaction up to this
 
 
@@ -180,6 +182,7 @@ class PredictionLog:
         self._waiting = 0  # writes waiting on the log, in open batches and handed-over ones
         self._windowless_until = 0.0  # event-loop time before which batches get no window,
         self._windowless_batches = 0  # nor before this many more batches
+        self._quiet_windows = 0  # windows in a row that gathered no newcomer
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()  # None stops the writer
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -325,10 +328,16 @@ class PredictionLog:
             return
         if batch.timer is not None:
             batch.timer.cancel()
-        if batch.settled and not batch.newcomers and len(batch.rows) < self.batch_size:
-            # Everyone in flight was in it, and nobody arrived after: it only added latency.
-            self._windowless_until = loop.time() + WINDOWLESS_SECONDS
-            self._windowless_batches = WINDOWLESS_BATCHES
+        if not batch.windowed:
+            pass
+        elif not batch.settled or batch.newcomers or len(batch.rows) >= self.batch_size:
+            self._quiet_windows = 0
+        else:  # everyone in flight was in it, and nobody arrived after: it only added latency
+            self._quiet_windows += 1
+            if self._quiet_windows >= QUIET_WINDOWS:
+                self._quiet_windows = 0
+                self._windowless_until = loop.time() + WINDOWLESS_SECONDS
+                self._windowless_batches = WINDOWLESS_BATCHES
         self._queue.put(batch)
 
     def _run(self) -> None:
