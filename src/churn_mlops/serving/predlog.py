@@ -26,7 +26,8 @@ statement the driver runs lets the event loop take the GIL, and getting it back 
 switch: one statement per batch keeps those few. On SQLite the writer never checkpoints the WAL
 inside a commit (that stalls every request waiting on the commit for tens of milliseconds): a
 checkpointer thread copies the WAL into the database once a second, beside the writer, and SQLite
-starts the WAL over at the next commit. The table and the SQL are in `predtable.py`.
+starts the WAL over at the next commit. The table, the SQL and the checkpointer are in
+`predtable.py`.
 """
 
 from __future__ import annotations
@@ -46,11 +47,12 @@ import polars as pl
 import sqlalchemy as sa
 
 from churn_mlops.serving.predtable import (
+    CHECKPOINT_SECONDS,
     SCHEMA,
+    Checkpointer,
     Insert,
     PredictionLogError,
     Row,
-    checkpoint,
     create_log_engine,
     first_line,
     predictions_table,
@@ -61,8 +63,6 @@ __all__ = ["SCHEMA", "PredictionLog", "PredictionLogError", "PredictionRecord", 
 logger = logging.getLogger(__name__)
 
 _Waiter: TypeAlias = asyncio.Future[None] | concurrent.futures.Future[None]
-CHECKPOINT_SECONDS: Final = 1.0
-CHECKPOINT_PASSES: Final = 8  # PASSIVE checkpoints a round makes to catch up with the writer
 WINDOWLESS_SECONDS: Final = 0.1  # no window for this long after one that gathered no newcomer,
 WINDOWLESS_BATCHES: Final = 16  # and for at least this many batches
 QUIET_WINDOWS: Final = 2  # windows in a row without a newcomer before going without
@@ -186,8 +186,7 @@ class PredictionLog:
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()  # None stops the writer
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
-        self._checkpointer: threading.Thread | None = None
-        self._closing = threading.Event()
+        self._checkpointer: Checkpointer | None = None
         self._closed = False
 
     def start(self) -> None:
@@ -206,9 +205,7 @@ class PredictionLog:
             self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
             self._thread.start()
             if engine.dialect.name == "sqlite":
-                self._checkpointer = threading.Thread(
-                    target=self._checkpoint_periodically, name="prediction-log-checkpointer", daemon=True
-                )
+                self._checkpointer = Checkpointer(engine, self.checkpoint_seconds)
                 self._checkpointer.start()
 
     async def write(self, records: Sequence[PredictionRecord]) -> None:
@@ -253,7 +250,6 @@ class PredictionLog:
             if self._closed:
                 return
             self._closed = True
-            self._closing.set()
             for loop in list(self._open):
                 self._seal_locked(loop)
             thread = self._thread
@@ -265,8 +261,7 @@ class PredictionLog:
         if thread.is_alive():
             raise PredictionLogError(f"the prediction log writer did not finish within {timeout}s")
         if self._checkpointer is not None:
-            self._checkpointer.join(timeout)
-            checkpoint(self._require_engine(), "TRUNCATE")  # leave a small WAL behind
+            self._checkpointer.stop(timeout)
 
     def read(self, limit: int | None = None) -> pl.DataFrame:
         """The logged predictions in insertion order; with `limit`, only the latest `limit`."""
@@ -390,17 +385,6 @@ class PredictionLog:
             raise PredictionLogError("the prediction log is not started")
         insert.commit(connection, rows)
         self.commits += 1
-
-    def _checkpoint_periodically(self) -> None:
-        """The checkpointer thread (SQLite): copy the WAL into the database every checkpoint_seconds.
-
-        SQLite starts the WAL over only after a checkpoint has copied all of it, and a PASSIVE
-        one runs beside the writer, which keeps appending; so each round makes passes until one
-        catches up (see `checkpoint`). The writer never checkpoints: a RESTART checkpoint on its
-        connection held every commit for its fsyncs, 3-8 ms once a second.
-        """
-        while not self._closing.wait(self.checkpoint_seconds):
-            checkpoint(self._require_engine(), "PASSIVE", passes=CHECKPOINT_PASSES)
 
 
 def _discard(connection: sa.Connection | None) -> None:
