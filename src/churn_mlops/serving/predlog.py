@@ -323,17 +323,19 @@ class PredictionLog:
             return
         if batch.timer is not None:
             batch.timer.cancel()
-        if not batch.windowed:
-            pass
-        elif not batch.settled or batch.newcomers or len(batch.rows) >= self.batch_size:
-            self._quiet_windows = 0
-        else:  # everyone in flight was in it, and nobody arrived after: it only added latency
-            self._quiet_windows += 1
-            if self._quiet_windows >= QUIET_WINDOWS:
-                self._quiet_windows = 0
-                self._windowless_until = loop.time() + WINDOWLESS_SECONDS
-                self._windowless_batches = WINDOWLESS_BATCHES
+        if batch.windowed:
+            self._count_quiet_window(batch, loop)
         self._queue.put(batch)
+
+    def _count_quiet_window(self, batch: _Batch, loop: asyncio.AbstractEventLoop) -> None:
+        """A window was quiet if everyone in flight was in it and nobody arrived after: it only
+        added latency. QUIET_WINDOWS in a row put the next batches on the loop's next turn."""
+        quiet = batch.settled and not batch.newcomers and len(batch.rows) < self.batch_size
+        self._quiet_windows = self._quiet_windows + 1 if quiet else 0
+        if self._quiet_windows >= QUIET_WINDOWS:
+            self._quiet_windows = 0
+            self._windowless_until = loop.time() + WINDOWLESS_SECONDS
+            self._windowless_batches = WINDOWLESS_BATCHES
 
     def _run(self) -> None:
         """The writer thread: take the batches handed over, commit them, wake their waiters."""
