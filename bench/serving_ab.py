@@ -1,0 +1,166 @@
+"""Serving A/B: variants of the churn server side by side, closed-loop peaks and open-loop latency.
+
+What it measures
+    bench/serving.py answers "how fast is the server"; this answers "is this change faster", on a
+    shared machine whose speed drifts by tens of percent within minutes. Each variant is one
+    `churn serve --workers 1` on CPU 0 with the settings of bench/serving.py (everything on), on a
+    copy of the same trained home (so each has its own prediction log), with its own environment
+    overrides and optionally its own source tree. The runs alternate between the variants, so a
+    slow minute of the machine falls on all of them alike.
+      - `--connections C --duration S` (S > 0): closed-loop `wrk` peaks, `--repeat` rounds.
+      - `--rate R --open-duration S` (S > 0): open-loop runs at R req/s (R = 0: half the best
+        peak of the first variant), `--repeat` rounds, with the generator of bench/serving.py;
+        each run's p50/p99 and the server's CPU per request, then per variant the median p99 of
+        the runs in which the generator kept its schedule (late under 1 ms at p99).
+
+How to run
+    uv run python bench/serving_ab.py --variant now --variant nowindow=CHURN_SERVING__LOG_WAIT_MS=0
+    uv run python bench/serving_ab.py --variant old=../old/src@ --variant new \\
+        --duration 0 --rate 3600 --repeat 5
+    A variant is NAME[=SRC@][ENV=VALUE,...]: SRC is a source tree put first on PYTHONPATH (a
+    checkout of another commit), the rest are environment variables for that server only.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import statistics
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import serving as bench  # bench/serving.py: the fixture, the servers and both load generators
+
+Args = argparse.Namespace
+Peaks = dict[str, list[float]]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A server to compare: a name, a source tree or none, environment overrides."""
+
+    name: str
+    source: str | None
+    env: dict[str, str]
+
+
+def parse_variant(text: str) -> Variant:
+    """NAME[=SRC@][ENV=VALUE,...]"""
+    name, _, rest = text.partition("=")
+    source, at, overrides = rest.partition("@")
+    if not at:
+        source, overrides = "", rest
+    env = {}
+    for pair in filter(None, overrides.split(",")):
+        key, equals, value = pair.partition("=")
+        if not equals:
+            raise argparse.ArgumentTypeError(f"{text!r}: {pair!r} is not ENV=VALUE")
+        env[key] = value
+    return Variant(name, str(Path(source).resolve()) if source else None, env)
+
+
+def start(variant: Variant, fixture: bench.Fixture, workdir: Path) -> bench.Server:
+    """The variant's server on a copy of the trained home (its keys; a prediction log of its own)."""
+    home = workdir / variant.name
+    shutil.copytree(fixture.home, home)
+    env = {
+        **os.environ,
+        "CHURN_HOME": str(home),
+        "CHURN_SERVING__RATE_PER_SECOND": bench.UNTHROTTLED,
+        "CHURN_SERVING__BURST": bench.UNTHROTTLED,
+        **variant.env,
+    }
+    if variant.source:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [variant.source, env.get("PYTHONPATH")]))
+    command = [sys.executable, "-m", "churn_mlops", "serve", "--workers", "1"]
+    return bench._launch(variant.name, command, env, workdir)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--variant", type=parse_variant, action="append", required=True)
+    parser.add_argument("--connections", type=int, default=32, help="wrk connections (closed loop)")
+    parser.add_argument("--duration", type=float, default=8.0, help="seconds per wrk run; 0: none")
+    parser.add_argument("--rate", type=float, default=0.0, help="open-loop req/s; 0: half the peak")
+    parser.add_argument("--open-duration", type=float, default=6.0, help="seconds per open-loop run; 0: none")
+    parser.add_argument("--open-connections", type=int, default=64)
+    parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--rows", type=int, default=3000, help="synthetic customers to train on")
+    parser.add_argument("--workdir", type=Path, help="keep the trained home here and reuse it")
+    args = parser.parse_args()
+    if args.open_duration and not args.rate and not args.duration:
+        parser.error("--rate 0 takes half the peak: give --duration > 0, or a --rate")
+    bench.check_machine()
+    wrk = bench.ensure_wrk()
+    root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-serving-ab-"))
+    fixture = bench.prepare(root, args.rows)
+    servers_dir = Path(tempfile.mkdtemp(prefix="servers-", dir=root))
+    servers = [start(variant, fixture, servers_dir) for variant in args.variant]
+    try:
+        for server in servers:
+            bench._wait_ready(server, fixture)
+        os.sched_setaffinity(0, {bench.CLIENT_CPU})
+        peaks = closed(wrk, servers, fixture, args)
+        rate = args.rate or max(peaks[servers[0].name]) / 2
+        if args.open_duration:
+            opened(servers, fixture, rate, args)
+    finally:
+        for server in servers:
+            server.stop()
+        shutil.rmtree(servers_dir, ignore_errors=True)
+        if not args.workdir:
+            shutil.rmtree(root, ignore_errors=True)
+
+
+def closed(wrk: str, servers: list[bench.Server], fixture: bench.Fixture, args: Args) -> Peaks:
+    """Alternating wrk runs; req/s of each run by variant."""
+    peaks: Peaks = {server.name: [] for server in servers}
+    if not args.duration:
+        return peaks
+    for server in servers:
+        bench.closed_loop(wrk, server, fixture, args.connections, 3)
+    for repeat in range(1, args.repeat + 1):
+        for server in servers:
+            run = bench.closed_loop(wrk, server, fixture, args.connections, args.duration)
+            peaks[server.name].append(run.rps)
+            bench.say(
+                f"closed -c{args.connections} {repeat}/{args.repeat} {server.name:12s} "
+                f"{run.rps:8,.0f} req/s, "
+                f"p99 {run.p99_ms:6.2f} ms, server CPU {run.cpu_us:5.0f} us/req"
+            )
+    return peaks
+
+
+def opened(servers: list[bench.Server], fixture: bench.Fixture, rate: float, args: Args) -> None:
+    """Alternating open-loop runs at `rate`; per variant, the median p99 of the runs that count."""
+    kept: dict[str, list[tuple[float, float]]] = {server.name: [] for server in servers}
+    for server in servers:
+        bench.open_loop(server, fixture, rate, 1.0, args.open_connections)
+    for repeat in range(1, args.repeat + 1):
+        for server in servers:
+            cpu = server.cpu_seconds()
+            run = bench.open_loop(server, fixture, rate, args.open_duration, args.open_connections)
+            cpu_us = (server.cpu_seconds() - cpu) / len(run.latencies) * 1e6
+            p99 = bench.percentile(run.latencies, 99) * 1000
+            late = bench.percentile(run.lateness, 99) * 1000
+            if late <= bench.LATE_LIMIT_MS:
+                kept[server.name].append((p99, cpu_us))
+            bench.say(
+                f"open {rate:,.0f} req/s {repeat}/{args.repeat} {server.name:12s} "
+                f"p50 {bench.percentile(run.latencies, 50) * 1000:6.2f} ms, p99 {p99:7.2f} ms, "
+                f"server CPU {cpu_us:5.0f} us/req, generator late p99 {late:.2f} ms"
+            )
+    for name, runs in kept.items():
+        if runs:
+            p99 = statistics.median(p for p, _ in runs)
+            cpu = statistics.median(c for _, c in runs)
+            bench.say(f"{name:12s} median p99 {p99:7.2f} ms, CPU {cpu:5.0f} us/req over {len(runs)} runs")
+        else:
+            bench.say(f"{name:12s} no run in which the generator kept its schedule")
+
+
+if __name__ == "__main__":
+    main()
