@@ -5,8 +5,9 @@ What it measures
     shared machine whose speed drifts by tens of percent within minutes. Each variant is one
     `churn serve --workers 1` on CPU 0 with the settings of bench/serving.py (everything on), on a
     copy of the same trained home (so each has its own prediction log), with its own environment
-    overrides and optionally its own source tree. The runs alternate between the variants, so a
-    slow minute of the machine falls on all of them alike.
+    overrides and optionally its own source tree; `--bare` adds the bare FastAPI server of
+    bench/serving.py as one more variant, to read the ratio from. The runs alternate between the
+    variants, so a slow minute of the machine falls on all of them alike.
       - `--connections C --duration S` (S > 0): closed-loop `wrk` peaks, `--repeat` rounds.
       - `--rate R --open-duration S` (S > 0): open-loop runs at R req/s (R = 0: half the best
         peak of the first variant), `--repeat` rounds, with the generator of bench/serving.py;
@@ -17,6 +18,7 @@ How to run
     uv run python bench/serving_ab.py --variant now --variant nowindow=CHURN_SERVING__LOG_WAIT_MS=0
     uv run python bench/serving_ab.py --variant old=../old/src@ --variant new \\
         --duration 0 --rate 3600 --repeat 5
+    uv run python bench/serving_ab.py --variant now --bare   # with the bare reference server
     A variant is NAME[=SRC@][ENV=VALUE,...]: SRC is a source tree put first on PYTHONPATH (a
     checkout of another commit), the rest are environment variables for that server only.
 """
@@ -90,6 +92,7 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--rows", type=int, default=3000, help="synthetic customers to train on")
     parser.add_argument("--workdir", type=Path, help="keep the trained home here and reuse it")
+    parser.add_argument("--bare", action="store_true", help="also run bench/serving.py's bare server")
     args = parser.parse_args()
     if args.open_duration and not args.rate and not args.duration:
         parser.error("--rate 0 takes half the peak: give --duration > 0, or a --rate")
@@ -99,6 +102,10 @@ def main() -> None:
     fixture = bench.prepare(root, args.rows)
     servers_dir = Path(tempfile.mkdtemp(prefix="servers-", dir=root))
     servers = [start(variant, fixture, servers_dir) for variant in args.variant]
+    if args.bare:
+        servers.append(
+            bench._launch("bare", [sys.executable, str(bench.BARE)], dict(os.environ), servers_dir)
+        )
     try:
         for server in servers:
             bench._wait_ready(server, fixture)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -246,3 +247,39 @@ def _sample(exposition: str, name: str) -> int:
         if line.startswith(name + " "):
             return int(float(line.split()[-1]))
     return 0
+
+
+def test_each_request_writes_one_json_access_line(tmp_path: Path) -> None:
+    home = make_trained_home(tmp_path)
+    with server(home) as (url, _):
+        key = {"X-API-Key": home.predict_key}
+        sent = {
+            "ok-1": httpx.post(
+                f"{url}/predict", json=home.customers[0], headers={**key, "X-Request-ID": "ok-1"}
+            ),
+            "bad-1": httpx.post(
+                f"{url}/predict", json={"tenure": "x"}, headers={**key, "X-Request-ID": "bad-1"}
+            ),
+            "anon-1": httpx.post(
+                f"{url}/predict", json=home.customers[0], headers={"X-Request-ID": "anon-1"}
+            ),
+        }
+        time.sleep(0.5)  # the access log is written every 50 ms
+        port = url.rsplit(":", 1)[1]
+        lines = [
+            json.loads(line)
+            for line in (home.home / f"server-{port}.log").read_text().splitlines()
+            if line.startswith("{")
+        ]
+    access = {line["request_id"]: line for line in lines if line["logger"] == "churn_mlops.serving.access"}
+    for request_id, response in sent.items():
+        line = access[request_id]
+        assert (line["status"], line["path"], line["method"]) == (response.status_code, "/predict", "POST")
+        assert (line["level"], line["message"]) == ("info", "request")
+        assert line["latency_ms"] > 0
+    assert [sent[i].status_code for i in sent] == [200, 422, 401]
+    assert (access["ok-1"]["model_version"], access["ok-1"]["key"]) == (
+        sent["ok-1"].json()["model_version"],
+        "client",
+    )
+    assert access["anon-1"]["key"] is None

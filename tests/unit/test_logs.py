@@ -8,7 +8,7 @@ import logging
 import threading
 import time
 
-from churn_mlops.serving.logs import BackgroundStreamHandler, JsonFormatter
+from churn_mlops.serving.logs import BackgroundStreamHandler, FastInfo, JsonFormatter
 
 
 def _logger(handler: logging.Handler, name: str) -> logging.Logger:
@@ -74,3 +74,40 @@ def test_a_broken_stream_does_not_break_the_caller_or_the_writer() -> None:
     logger.info("still fine")
     assert handler._writer.is_alive()
     handler.close()
+
+
+def test_fast_info_writes_the_line_logging_would() -> None:
+    stream = io.StringIO()
+    handler = BackgroundStreamHandler(stream)
+    logger = _logger(handler, "test.logs.fast")
+    fields = {"request_id": "r1", "status": 200, "latency_ms": 1.5, "key": None}
+    logger.info("request", extra=fields)
+    FastInfo(logger)("request", fields)
+    handler.close()
+    slow, fast = (json.loads(line) for line in stream.getvalue().splitlines())
+    assert slow.pop("time")[:16] == fast.pop("time")[:16]  # the same minute
+    assert fast == slow == {"level": "info", "logger": "test.logs.fast", "message": "request", **fields}
+
+
+def test_fast_info_is_an_ordinary_logging_call_when_others_listen() -> None:
+    stream = io.StringIO()
+    handler = BackgroundStreamHandler(stream)
+    logger = _logger(handler, "test.logs.fast.others")
+    records: list[logging.LogRecord] = []
+    listener = logging.Handler()
+    listener.emit = records.append  # type: ignore[method-assign]
+    logger.addHandler(listener)
+    FastInfo(logger)("request", {"status": 503})
+    handler.close()
+    assert [r.status for r in records] == [503]  # type: ignore[attr-defined]
+    assert json.loads(stream.getvalue())["status"] == 503
+
+
+def test_fast_info_respects_the_level() -> None:
+    stream = io.StringIO()
+    handler = BackgroundStreamHandler(stream)
+    logger = _logger(handler, "test.logs.fast.level")
+    logger.setLevel(logging.WARNING)
+    FastInfo(logger)("request", {"status": 200})
+    handler.close()
+    assert stream.getvalue() == ""

@@ -54,6 +54,8 @@ def parse_body(adapter: TypeAdapter[Any], body: bytes) -> Any:
 
 def query_flag(request: Request, name: str) -> bool:
     """A boolean query parameter (true/false, 1/0, yes/no, on/off), false when absent."""
+    if not request.scope["query_string"]:  # the usual case: no query to parse
+        return False
     value = request.query_params.get(name)
     if value is None:
         return False

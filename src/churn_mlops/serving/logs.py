@@ -12,12 +12,25 @@ from __future__ import annotations
 import logging
 import sys
 import threading
+import time
 from datetime import UTC, datetime
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import orjson
 
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
+
+
+def json_line(created: float, level: str, logger: str, message: str, fields: dict[str, Any]) -> str:
+    """One log line: time (UTC, milliseconds), level, logger, message, then the fields."""
+    document: dict[str, Any] = {
+        "time": datetime.fromtimestamp(created, UTC).isoformat(timespec="milliseconds"),
+        "level": level,
+        "logger": logger,
+        "message": message,
+    }
+    document |= fields
+    return orjson.dumps(document, default=str).decode()
 
 
 class JsonFormatter(logging.Formatter):
@@ -25,16 +38,10 @@ class JsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         """The record as JSON text."""
-        document: dict[str, Any] = {
-            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
-            "level": record.levelname.lower(),
-            "logger": record.name,
-            "message": record.getMessage(),
-        }
-        document |= {k: v for k, v in vars(record).items() if k not in _STANDARD}
+        fields = {k: v for k, v in vars(record).items() if k not in _STANDARD}
         if record.exc_info:
-            document["exception"] = self.formatException(record.exc_info)
-        return orjson.dumps(document, default=str).decode()
+            fields["exception"] = self.formatException(record.exc_info)
+        return json_line(record.created, record.levelname.lower(), record.name, record.getMessage(), fields)
 
 
 class BackgroundStreamHandler(logging.Handler):
@@ -60,6 +67,11 @@ class BackgroundStreamHandler(logging.Handler):
         except Exception:  # as logging.StreamHandler does: a bad record must not break the caller
             self.handleError(record)
 
+    def emit_line(self, line: str) -> None:
+        """Queue a line formatted by the caller (see `FastInfo`)."""
+        with self.lock or threading.Lock():
+            self._lines.append(line)
+
     def flush(self) -> None:
         """Write every queued line now, in order (one writer at a time)."""
         with self._writing:
@@ -83,6 +95,50 @@ class BackgroundStreamHandler(logging.Handler):
     def _write_periodically(self) -> None:
         while not self._closing.wait(self.interval):
             self.flush()
+
+
+class FastInfo:
+    """`logger.info(message, extra=fields)` for a logger on the hot path, at a third of the cost.
+
+    A logging call builds a LogRecord and walks the logger tree: about 14 us, on every request
+    for the access log. When the record would only reach the root's BackgroundStreamHandler with
+    a JsonFormatter (the set-up of `configure_json_logging`: no other handler or filter on the
+    way), the same JSON line is queued there directly. Any other set-up (a test capturing
+    records, a handler added later) gets the ordinary logging call.
+    """
+
+    def __init__(self, logger: logging.Logger) -> None:
+        self.logger = logger
+
+    def __call__(self, message: str, fields: dict[str, Any]) -> None:
+        """Log `message` with `fields` at INFO."""
+        logger = self.logger
+        if not logger.isEnabledFor(logging.INFO):
+            return
+        handler = _json_handler_only(logger)
+        if handler is None:
+            logger.info(message, extra=fields)
+        else:
+            handler.emit_line(json_line(time.time(), "info", logger.name, message, fields))
+
+
+def _json_handler_only(logger: logging.Logger) -> BackgroundStreamHandler | None:
+    """The handler an INFO record of `logger` would reach, when that is one JSON background handler."""
+    current: logging.Logger | None = logger
+    found: list[logging.Handler] = []
+    while current is not None:
+        if current.filters:
+            return None
+        found += current.handlers
+        current = current.parent if current.propagate else None
+    if len(found) != 1:
+        return None
+    handler = found[0]
+    # Exact types: a subclass may format or emit differently.
+    plain = type(handler) is BackgroundStreamHandler and type(handler.formatter) is JsonFormatter
+    if not plain or handler.filters or handler.level > logging.INFO:
+        return None
+    return cast(BackgroundStreamHandler, handler)
 
 
 def configure_json_logging(level: int = logging.INFO) -> None:
