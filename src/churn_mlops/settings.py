@@ -74,7 +74,7 @@ class ServingSettings(BaseModel):
     reload_poll_seconds: float = Field(0.0, ge=0, description="poll the champion alias; 0 turns it off")
     log_batch_size: int = Field(16, ge=1, description="predictions that close a commit's batch early")
     log_wait_ms: float = Field(
-        2.0, ge=0, description="how long a commit waits for more predictions, while that pays (0: never)"
+        1.0, ge=0, description="how long a commit waits for more predictions, while that pays (0: never)"
     )
 
 

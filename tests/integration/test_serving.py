@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from churn_mlops.models.registry import Registry
 from churn_mlops.serving.app import create_app
+from churn_mlops.serving.keys import KeyStore
 from churn_mlops.serving.predlog import PredictionLog
 from churn_mlops.settings import ServingSettings, Settings
 from tests.integration.serving_fixtures import TrainedHome
@@ -271,10 +272,38 @@ def test_every_answer_ends_its_request_in_flight(client: TestClient, trained_hom
     assert client.app.state.in_flight() == 0  # type: ignore[attr-defined]
 
 
-def test_no_champion_means_not_ready(tmp_path: Any) -> None:
-    with TestClient(create_app(Settings(home=tmp_path / "empty"))) as client:
+def test_no_champion_means_not_ready(tmp_path: Any, trained_home: TrainedHome) -> None:
+    settings = Settings(home=tmp_path / "empty")
+    with TestClient(create_app(settings)) as client:
         assert client.get("/health/ready").status_code == 503
         assert client.get("/health/live").status_code == 200
+        key, _ = KeyStore(settings.serving_database_url).create("client", ["predict"])
+        refused = _post(client, trained_home.customers[0], key)
+    assert refused.status_code == 503
+    assert refused.json() == {"detail": "no verified model is loaded"}
+
+
+def test_cors_covers_the_prediction_routes(trained_home: TrainedHome) -> None:
+    origin = {"Origin": "https://app.example"}
+    with TestClient(create_app(_settings(trained_home, cors_origins=["https://app.example"]))) as client:
+        preflight = client.options(
+            "/predict",
+            headers=origin
+            | {"Access-Control-Request-Method": "POST", "Access-Control-Request-Headers": "x-api-key"},
+        )
+        answered = _post(client, trained_home.customers[0], trained_home.predict_key, headers=origin)
+        refused = _post(client, trained_home.customers[0], None, headers=origin)
+        stranger = _post(
+            client,
+            trained_home.customers[0],
+            trained_home.predict_key,
+            headers={"Origin": "https://evil.example"},
+        )
+    assert preflight.status_code == 200
+    for response in (preflight, answered, refused):
+        assert response.headers["access-control-allow-origin"] == "https://app.example"
+    assert (answered.status_code, refused.status_code) == (200, 401)
+    assert "access-control-allow-origin" not in stranger.headers
 
 
 def test_unknown_categories_can_be_mapped_instead_of_refused(trained_home: TrainedHome) -> None:

@@ -17,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from churn_mlops.data.spec import DatasetSpec, load_spec
 from churn_mlops.errors import ChurnError
+from churn_mlops.serving.direct import DirectDispatch
 from churn_mlops.serving.keys import KeyStore
 from churn_mlops.serving.metrics import Metrics
 from churn_mlops.serving.middleware import GatewayMiddleware, InFlight
@@ -109,7 +110,8 @@ def create_app(
         settings,
         spec,
     )
-    routes.mount(app)
+    # Innermost first: the prediction routes are answered inside CORS and the gateway's middleware.
+    app.add_middleware(DirectDispatch, routes=routes.mount(app), errors=app.exception_handlers)
     if settings.serving.cors_origins:
         app.add_middleware(
             CORSMiddleware,

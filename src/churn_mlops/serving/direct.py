@@ -8,20 +8,27 @@ arguments, in the order a gateway should work: the API key and the rate limit fi
 body (one pydantic-core pass over the raw JSON), then the query. Its errors are the ones FastAPI
 raises (HTTPException, RequestValidationError), so they are rendered the same way, and the
 endpoint returns its own Response.
+
+`DirectDispatch` then hands a request for a DirectRoute straight to it, past the router's search,
+FastAPI's exit stacks and Starlette's exception middleware (a third of the framework's work per
+request); the route renders its errors with the app's exception handlers, as that middleware does.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from typing import Any
 
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 from pydantic import TypeAdapter, ValidationError
+from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 Solver = Callable[[Request], Awaitable[dict[str, Any]]]
+ErrorHandler = Callable[[Request, Any], Awaitable[Response]]
 _FLAG = TypeAdapter(bool)
 
 
@@ -31,6 +38,7 @@ class DirectRoute(APIRoute):
     def __init__(self, path: str, endpoint: Callable[..., Any], *, solve: Solver, **kwargs: Any) -> None:
         self.solve = solve  # before APIRoute.__init__, which builds the handler
         super().__init__(path, endpoint, **kwargs)
+        self.handle_request = self.get_route_handler()
 
     def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
         """Solve the arguments, call the endpoint, return its response."""
@@ -41,6 +49,54 @@ class DirectRoute(APIRoute):
             return response
 
         return handler
+
+    async def answer(self, scope: Scope, receive: Receive, send: Send, errors: Mapping[Any, Any]) -> None:
+        """Answer a request for this route; an exception with a handler in `errors` (the app's
+        exception handlers) gets that handler's response, as in Starlette's exception middleware."""
+        scope["route"], scope["endpoint"], scope["path_params"] = self, self.endpoint, {}  # as routing does
+        request = Request(scope, receive, send)
+        try:
+            response = await self.handle_request(request)
+        except Exception as exc:
+            handler = error_handler(errors, exc)
+            if handler is None:
+                raise
+            response = await handler(request, exc)
+        await response(scope, receive, send)
+
+
+def error_handler(handlers: Mapping[Any, Any], exc: Exception) -> ErrorHandler | None:
+    """The handler Starlette's exception middleware would pick for `exc`: by status code, then by
+    the exception's classes; 500 and Exception are left to the server-error middleware, as there."""
+    if isinstance(exc, HTTPException) and exc.status_code != 500 and exc.status_code in handlers:
+        found: ErrorHandler = handlers[exc.status_code]
+        return found
+    classes = (cls for cls in type(exc).__mro__ if cls is not Exception and cls in handlers)
+    return next((handlers[cls] for cls in classes), None)
+
+
+class DirectDispatch:
+    """Middleware that hands each request for a DirectRoute to that route, past the router.
+
+    Add it before any other middleware, so it runs inside them all (CORS, the gateway's):
+    the request skips only the router and what lies between it and the middleware.
+    """
+
+    def __init__(self, app: ASGIApp, *, routes: Sequence[DirectRoute], errors: Mapping[Any, Any]) -> None:
+        self.app = app
+        self.routes = {(method, route.path): route for route in routes for method in route.methods or ()}
+        self.errors = errors  # the app's dict: handlers added later count too
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Answer a DirectRoute's request; pass anything else on."""
+        route = None
+        if scope["type"] == "http":
+            path = scope["path"].removeprefix(scope.get("root_path", ""))
+            route = self.routes.get((scope["method"], path))
+        if route is None:
+            await self.app(scope, receive, send)
+        else:
+            await route.answer(scope, receive, send, self.errors)
 
 
 def parse_body(adapter: TypeAdapter[Any], body: bytes) -> Any:

@@ -164,7 +164,7 @@ class PredictionLog:
         url: str,
         *,
         batch_size: int = 16,
-        wait_ms: float = 2.0,
+        wait_ms: float = 1.0,
         table: str = "predictions",
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
     ) -> None:

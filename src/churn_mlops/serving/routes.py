@@ -62,7 +62,8 @@ class Routes:
     def services(self) -> Services:
         return self.state["services"]
 
-    def mount(self, app: FastAPI) -> None:
+    def mount(self, app: FastAPI) -> list[DirectRoute]:
+        """Add the endpoints to `app`; the prediction routes, for `DirectDispatch`, are returned."""
         customer = self.customer
         predict_key = Annotated[ApiKey, Depends(self.gate("predict"))]
         admin_key = Annotated[ApiKey, Depends(self.gate("admin"))]
@@ -99,7 +100,7 @@ class Routes:
             )
 
         batch_body: TypeAdapter[Any] = TypeAdapter(list[customer])  # type: ignore[valid-type]
-        app.router.routes[:0] = [  # first, as the router tries routes in order
+        direct = [
             DirectRoute(
                 "/predict",
                 predict,
@@ -117,6 +118,7 @@ class Routes:
                 response_model_exclude_none=True,
             ),
         ]
+        app.router.routes[:0] = direct  # first, as the router tries routes in order
 
         @app.get("/health/live")
         async def live() -> dict[str, str]:
@@ -158,6 +160,8 @@ class Routes:
             freeze_heap()
             self.audit(key, "reload", request, outcome="ok", previous=old, version=new)
             return {"previous": old, "version": new}
+
+        return direct
 
     def gate(self, scope: str) -> Callable[[Request], Any]:
         """A dependency: a valid key with `scope`, within its rate limit."""
