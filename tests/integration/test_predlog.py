@@ -272,6 +272,32 @@ def test_a_window_that_gathers_newcomers_is_kept(tmp_path: Path) -> None:
     assert commits == [1, 2], f"commits after each round: {commits}"
 
 
+def test_a_request_that_arrives_during_a_window_keeps_the_windows(tmp_path: Path) -> None:
+    """One writer at a time, but in every window another request arrives (the server starts it)
+    without reaching the log before the window ends: the windows are not quiet, so they stay."""
+    started = 0
+
+    async def with_an_arrival(log: PredictionLog, request_id: str) -> float:
+        nonlocal started
+        write = asyncio.ensure_future(_timed_write(log, request_id))
+        await asyncio.sleep(WINDOW / 2)
+        started += 1  # a request comes in, still on its way to the log when the window closes
+        return await write
+
+    async def one_at_a_time(log: PredictionLog) -> list[float]:
+        return [await with_an_arrival(log, f"a{i}") for i in range(QUIET_WINDOWS + 2)]
+
+    log = _window_log(tmp_path, in_flight=1)
+    log.arrivals = lambda: started
+    try:
+        seconds = _run(one_at_a_time(log))
+    finally:
+        log.close()
+
+    assert log.count() == QUIET_WINDOWS + 2
+    assert min(seconds) >= WINDOW * 0.9, f"a window was dropped: {[round(s, 3) for s in seconds]}"
+
+
 def test_close_commits_everything_queued_then_refuses_writes(target: tuple[str, str]) -> None:
     url, table = target
     prediction_log = PredictionLog(url, table=table, batch_size=10_000, wait_ms=30_000)

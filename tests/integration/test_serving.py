@@ -259,9 +259,10 @@ def test_every_prediction_is_logged(client: TestClient, trained_home: TrainedHom
 
 
 def test_every_answer_ends_its_request_in_flight(client: TestClient, trained_home: TrainedHome) -> None:
-    """The prediction log's batching window asks how many requests are in flight: every answer,
-    good or bad, must take its request off the count."""
+    """The prediction log's batching window asks how many requests are in flight and how many have
+    arrived: every answer, good or bad, must take its request off the first count."""
     key, customer = trained_home.predict_key, trained_home.customers[0]
+    arrived = client.app.state.in_flight.arrivals()  # type: ignore[attr-defined]
     assert _post(client, customer, key).status_code == 200
     assert _post(client, customer, None).status_code == 401
     assert _post(client, customer | {"tenure": "many"}, key).status_code == 422
@@ -270,6 +271,7 @@ def test_every_answer_ends_its_request_in_flight(client: TestClient, trained_hom
     assert client.get("/health/live").status_code == 200
     assert client.get("/no/such/route").status_code == 404
     assert client.app.state.in_flight() == 0  # type: ignore[attr-defined]
+    assert client.app.state.in_flight.arrivals() == arrived + 7  # type: ignore[attr-defined]
 
 
 def test_no_champion_means_not_ready(tmp_path: Any, trained_home: TrainedHome) -> None:

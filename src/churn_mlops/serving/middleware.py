@@ -23,13 +23,19 @@ JSON_TYPES = (b"application/json", b"application/problem+json")
 
 
 class InFlight:
-    """How many HTTP requests the server is handling now (the prediction log asks)."""
+    """How many HTTP requests the server is handling now, and has started in all (the prediction
+    log asks)."""
 
     def __init__(self) -> None:
         self.count = 0
+        self.started = 0
 
     def __call__(self) -> int:
         return self.count
+
+    def arrivals(self) -> int:
+        """Requests started so far."""
+        return self.started
 
 
 class GatewayMiddleware:
@@ -62,6 +68,7 @@ class GatewayMiddleware:
             await send(message)
 
         self.in_flight.count += 1
+        self.in_flight.started += 1
         try:
             if problem is not None:
                 await _reply(send_with_id, *problem)
