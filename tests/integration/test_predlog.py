@@ -20,11 +20,9 @@ import polars as pl
 import pytest
 import sqlalchemy as sa
 
+from churn_mlops.serving.batchwindow import QUIET_WINDOWS, WINDOWLESS_BATCHES, WINDOWLESS_SECONDS
 from churn_mlops.serving.predlog import (
-    QUIET_WINDOWS,
     SCHEMA,
-    WINDOWLESS_BATCHES,
-    WINDOWLESS_SECONDS,
     PredictionLog,
     PredictionLogError,
     PredictionRecord,
@@ -194,7 +192,7 @@ async def _timed_write(log: PredictionLog, request_id: str) -> float:
 def _window_log(tmp_path: Path, in_flight: int | None = None) -> PredictionLog:
     log = PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}", wait_ms=WINDOW * 1000)
     if in_flight is not None:
-        log.in_flight = lambda: in_flight
+        log.window.in_flight = lambda: in_flight
     log.start()
     return log
 
@@ -288,7 +286,7 @@ def test_a_request_that_arrives_during_a_window_keeps_the_windows(tmp_path: Path
         return [await with_an_arrival(log, f"a{i}") for i in range(QUIET_WINDOWS + 2)]
 
     log = _window_log(tmp_path, in_flight=1)
-    log.arrivals = lambda: started
+    log.window.arrivals = lambda: started
     try:
         seconds = _run(one_at_a_time(log))
     finally:

@@ -79,8 +79,8 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         services = services_factory(settings)
-        services.predlog.in_flight = in_flight  # tells a batching window whether it can gather more
-        services.predlog.arrivals = in_flight.arrivals
+        services.predlog.window.in_flight = in_flight  # tells a batching window whether it can gather more
+        services.predlog.window.arrivals = in_flight.arrivals
         services.predlog.start()
         state["services"] = services
         await _initial_load(services.holder, metrics)

@@ -8,19 +8,8 @@ killed process, not a power cut) is the default; PostgreSQL works the same by UR
 TIMESTAMP WITH TIME ZONE on PostgreSQL and naive ISO-8601 text in UTC on SQLite; it always reads
 back as a UTC-aware datetime.
 
-The window is there for throughput: a commit and the hand-offs around it cost about as much CPU as
-the rest of a request, so when requests arrive on their own (an open loop), one commit for several
-of them leaves the core free for more. It is only kept while it pays. Once every request the
-server is handling (`in_flight`) is waiting on the log, only a request that has yet to arrive can
-join; when QUIET_WINDOWS windows in a row close without one (a lone client, or a few that each
-wait on their answers: no request comes until one is answered), batches go to the writer at the
-end of the event loop's iteration instead, for WINDOWLESS_SECONDS and at least WINDOWLESS_BATCHES
-batches; then a window is tried again. A request counts as arriving when the server starts it
-(`arrivals`), not only when it reaches the log: in an open loop one often arrives within the
-window but writes after it, and with writes alone as the sign, windows that pay were dropped
-(at 1,866 req/s most batches held one prediction). It takes several quiet windows in a row,
-because in an open loop one or two can be quiet by chance, and after a stall of the loop its
-timer fires before the requests that came meanwhile are read.
+The window is there for throughput and is only kept while it pays; when a batch gets one is
+decided by `batchwindow.WindowPolicy`.
 
 The commit path is the per-request cost of the log, so it is built for the event loop's core:
 batches are made on the loop (one hand-off to the writer per batch, not per request), and the
@@ -41,7 +30,7 @@ import concurrent.futures
 import logging
 import queue
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final, NamedTuple, TypeAlias
@@ -50,6 +39,7 @@ import orjson
 import polars as pl
 import sqlalchemy as sa
 
+from churn_mlops.serving.batchwindow import WindowPolicy, WindowState
 from churn_mlops.serving.predtable import (
     CHECKPOINT_SECONDS,
     SCHEMA,
@@ -67,9 +57,6 @@ __all__ = ["SCHEMA", "PredictionLog", "PredictionLogError", "PredictionRecord", 
 logger = logging.getLogger(__name__)
 
 _Waiter: TypeAlias = asyncio.Future[None] | concurrent.futures.Future[None]
-WINDOWLESS_SECONDS: Final = 0.1  # no window for this long after one that gathered no newcomer,
-WINDOWLESS_BATCHES: Final = 16  # and for at least this many batches
-QUIET_WINDOWS: Final = 6  # windows in a row without a newcomer before going without
 MAX_COMMIT_ROWS: Final = 1024  # the writer joins waiting batches into one transaction up to this
 
 
@@ -93,11 +80,7 @@ class _Batch:
     rows: list[Row] = field(default_factory=list)
     waiters: list[_Waiter] = field(default_factory=list)
     timer: asyncio.Handle | None = None  # what seals it: the window's end, or the loop's next turn
-    windowed: bool = False
-    settled: bool = False  # a turn of the loop found every request in flight waiting on the log
-    arrivals: int = 0  # the server's count of requests started, when the batch settled
-    newcomers: bool = False  # a write came after that: a request that arrived during the window
-    checking: bool = False  # a look at the requests in flight is due on the loop's next turn
+    window: WindowState = field(default_factory=WindowState)
 
 
 def _to_row(record: PredictionRecord, naive_utc_text: bool) -> Row:
@@ -175,7 +158,7 @@ class PredictionLog:
     ) -> None:
         self.url = url
         self.batch_size = batch_size
-        self.wait_ms = wait_ms
+        self.window = WindowPolicy(wait_ms)  # the server sets its in_flight and arrivals counts
         self.checkpoint_seconds = checkpoint_seconds
         self.table = predictions_table(table)
         self.commits = 0
@@ -183,12 +166,7 @@ class PredictionLog:
         self._insert: Insert | None = None
         self._naive_at = False
         self._open: dict[asyncio.AbstractEventLoop, _Batch] = {}  # each loop's batch being filled
-        self.in_flight: Callable[[], int] | None = None  # requests being served; None: only the log's
-        self.arrivals: Callable[[], int] | None = None  # requests started so far; None: writes tell
         self._waiting = 0  # writes waiting on the log, in open batches and handed-over ones
-        self._windowless_until = 0.0  # event-loop time before which batches get no window,
-        self._windowless_batches = 0  # nor before this many more batches
-        self._quiet_windows = 0  # windows in a row that gathered no newcomer
         self._queue: queue.SimpleQueue[_Batch | None] = queue.SimpleQueue()  # None stops the writer
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
@@ -226,15 +204,16 @@ class PredictionLog:
             batch = self._open.get(loop)
             if batch is None:
                 batch = self._open[loop] = self._new_batch(loop)
-            if batch.settled:
-                batch.newcomers = True
+            window = batch.window
+            if window.settled:
+                window.newcomers = True
             batch.rows += rows
             batch.waiters.append(future)
             self._waiting += 1
             if len(batch.rows) >= self.batch_size:
                 self._seal_locked(loop)
-            elif batch.windowed and not batch.settled and not batch.checking and self._all_waiting():
-                batch.checking = True  # requests that arrived with this one have yet to run
+            elif window.windowed and not (window.settled or window.checking) and self._all_waiting():
+                window.checking = True  # requests that arrived with this one have yet to run
                 loop.call_soon(self._check_settled, loop, batch)
         await future
 
@@ -298,26 +277,24 @@ class PredictionLog:
     def _new_batch(self, loop: asyncio.AbstractEventLoop) -> _Batch:
         """A loop's next batch, sealed when its window ends, or on the loop's next turn."""
         batch = _Batch()
-        if self.wait_ms > 0 and self._windowless_batches == 0 and loop.time() >= self._windowless_until:
-            batch.windowed = True
-            batch.timer = loop.call_later(self.wait_ms / 1000, self._seal, loop)
+        seconds = self.window.next_window(loop.time())
+        if seconds > 0:
+            batch.window.windowed = True
+            batch.timer = loop.call_later(seconds, self._seal, loop)
         else:
-            self._windowless_batches = max(0, self._windowless_batches - 1)
             batch.timer = loop.call_soon(self._seal, loop)
         return batch
 
     def _all_waiting(self) -> bool:
-        """Whether every request the server is handling waits on the log (no `in_flight`: yes)."""
-        return self.in_flight is None or self.in_flight() <= self._waiting
+        return self.window.all_waiting(self._waiting)
 
     def _check_settled(self, loop: asyncio.AbstractEventLoop, batch: _Batch) -> None:
         """A turn after a write found everyone waiting: if that still holds, only a request that
         arrives from now on can join the batch."""
         with self._lock:
-            batch.checking = False
+            batch.window.checking = False
             if self._open.get(loop) is batch and self._all_waiting():
-                batch.settled = True
-                batch.arrivals = self.arrivals() if self.arrivals is not None else 0
+                self.window.settle(batch.window)
 
     def _seal(self, loop: asyncio.AbstractEventLoop) -> None:
         """The batching window of a loop's batch is over: hand the batch to the writer."""
@@ -330,20 +307,9 @@ class PredictionLog:
             return
         if batch.timer is not None:
             batch.timer.cancel()
-        if batch.windowed:
-            self._count_quiet_window(batch, loop)
+        if batch.window.windowed:
+            self.window.closed(batch.window, len(batch.rows) >= self.batch_size, loop.time())
         self._queue.put(batch)
-
-    def _count_quiet_window(self, batch: _Batch, loop: asyncio.AbstractEventLoop) -> None:
-        """A window was quiet if everyone in flight was in it and nobody arrived after: it only
-        added latency. QUIET_WINDOWS in a row put the next batches on the loop's next turn."""
-        arrived = batch.newcomers or (self.arrivals is not None and self.arrivals() > batch.arrivals)
-        quiet = batch.settled and not arrived and len(batch.rows) < self.batch_size
-        self._quiet_windows = self._quiet_windows + 1 if quiet else 0
-        if self._quiet_windows >= QUIET_WINDOWS:
-            self._quiet_windows = 0
-            self._windowless_until = loop.time() + WINDOWLESS_SECONDS
-            self._windowless_batches = WINDOWLESS_BATCHES
 
     def _run(self) -> None:
         """The writer thread: take the batches handed over, commit them, wake their waiters."""
