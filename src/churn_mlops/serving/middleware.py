@@ -111,8 +111,8 @@ def _request_id(given: bytes | None) -> str:
 def new_request_id() -> str:
     """32 hex digits, time-ordered like a UUIDv7: milliseconds since the epoch, then 80 random bits.
 
-    In time order, the prediction log's request_id index grows at its right edge, so a batch of
-    inserts touches a few index pages rather than one random page per row. The random bits come
+    Ids in time order sort as the prediction log's rows do, and an index on them, should a
+    reader of the log add one, grows at its right edge. The random bits come
     from `random`, seeded from the OS at start-up and again in each forked worker: an id must be
     unique, not unguessable, and a system call per request would let the log's threads take the
     GIL from the event loop.

@@ -18,9 +18,8 @@ statement is its own transaction (batches too big for one statement get an expli
 statement the driver runs lets the event loop take the GIL, and getting it back costs a thread
 switch: one statement per batch keeps those few. On SQLite the writer never checkpoints the WAL
 inside a commit (that stalls every request waiting on the commit for tens of milliseconds): a
-checkpointer thread copies the WAL into the database once a second, beside the writer, and SQLite
-starts the WAL over at the next commit. The table, the SQL and the checkpointer are in
-`predtable.py`.
+checkpointer thread copies the WAL into the database four times a second, beside the writer, and
+starts it over every few megabytes. The table, the SQL and the checkpointer are in `predtable.py`.
 """
 
 from __future__ import annotations

@@ -4,6 +4,11 @@ The table (UTC timestamps on every backend), the engine (SQLite in WAL mode; SQL
 checkpoint inside a commit only as a safety net at 16 MiB), multi-row INSERTs through the DB-API
 cursor, and the WAL checkpoints with the thread that runs them. The group commit that decides
 when the INSERTs run is in `predlog.py`.
+
+The table is append-only and has no index but its key: every index is one more page that each
+commit writes to the WAL and each checkpoint copies and syncs, and on SQLite that I/O, not the
+INSERT, is what a prediction waits on (see docs/benchmarks.md). Reads go by time or by id, in
+order; a lookup by request id scans.
 """
 
 from __future__ import annotations
@@ -44,8 +49,10 @@ COLUMNS: Final = (
     "prediction",
     "latency_ms",
 )
-CHECKPOINT_SECONDS: Final = 1.0  # how often the checkpointer copies the WAL into the database
+CHECKPOINT_SECONDS: Final = 0.25  # how often the checkpointer copies the WAL into the database
 CHECKPOINT_PASSES: Final = 8  # PASSIVE checkpoints a round makes to catch up with the writer
+RESTART_PAGES: Final = 1024  # 4 MiB of 4 KiB pages: the WAL size at which a round starts it over
+RESTART_BUSY_MS: Final = 5  # how long that RESTART may hold off a commit or wait for a reader
 ROWS_PER_STATEMENT: Final = 4000  # 8 parameters a row; SQLite allows 32,766 in one statement
 WAL_LIMIT_PAGES: Final = 4096  # 16 MiB of 4 KiB pages: the WAL size at which a commit checkpoints
 _PLACEHOLDERS: Final = {"qmark": "?", "format": "%s", "pyformat": "%s"}
@@ -82,7 +89,7 @@ def predictions_table(name: str = "predictions", metadata: sa.MetaData | None = 
         name,
         metadata if metadata is not None else sa.MetaData(),
         sa.Column("id", _ID, primary_key=True, autoincrement=True),
-        sa.Column("request_id", sa.Text, nullable=False, index=True),
+        sa.Column("request_id", sa.Text, nullable=False),
         sa.Column("at", UtcDateTime, nullable=False),
         sa.Column("key_name", sa.Text),
         sa.Column("model_version", sa.Text, nullable=False),
@@ -159,44 +166,56 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
     # The checkpointer thread keeps the WAL far below this; SQLite's own checkpoint inside a
-    # commit only steps in when that thread is starved of CPU, so the WAL stays bounded anyway.
+    # commit (20-30 ms here, mostly its two fsyncs) only steps in when that thread cannot keep
+    # up, or another process writes to the log without a pause, so the WAL stays bounded anyway.
     cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_LIMIT_PAGES}")
     cursor.close()
 
 
-def checkpoint(engine: sa.Engine, mode: str, passes: int = 1) -> bool:
+def checkpoint(engine: sa.Engine, mode: str, passes: int = 1, busy_ms: int | None = None) -> int | None:
     """WAL checkpoints on a connection of their own, until the whole WAL is copied (at most
-    `passes`); whether it was. PASSIVE never blocks the writer.
+    `passes`); the WAL's size in pages after the last one (0: all of it was copied), or None if
+    a checkpoint failed. PASSIVE never blocks the writer; `busy_ms` bounds how long any other
+    mode waits on it or on a reader (it holds commits off meanwhile).
 
-    Once a checkpoint has copied every frame, SQLite starts the WAL over at the next commit, at
-    no cost to it. A PASSIVE pass runs beside the writer and copies the WAL as it was when the
-    pass began, so a pass that copied all it saw proves nothing while the next one finds more;
-    each pass is shorter than the one before, and soon one finds nothing new: the WAL is copied.
+    A PASSIVE pass runs beside the writer and copies the WAL as it was when the pass began, so
+    a pass that copied all it saw proves nothing while the next one finds more; each pass is
+    shorter than the one before, and soon one finds nothing new.
     """
     try:
         connection = engine.raw_connection()
         try:
             cursor = connection.cursor()
+            if busy_ms is not None:
+                cursor.execute(f"PRAGMA busy_timeout={int(busy_ms)}")
             seen = -1
             for _ in range(passes):
-                _busy, frames, copied = cursor.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
-                if copied >= frames and (passes == 1 or frames <= seen):
-                    return True  # nothing was committed since the last pass, or the WAL started over
+                busy, frames, copied = cursor.execute(f"PRAGMA wal_checkpoint({mode})").fetchone()
+                if not busy and copied >= frames and (passes == 1 or frames <= seen):
+                    return 0  # nothing was committed since the last pass, or the WAL started over
                 seen = frames
+            return max(seen, 0)
         finally:
             connection.close()
     except (sa.exc.SQLAlchemyError, sqlite3.Error) as exc:  # a later checkpoint will catch up
         logger.warning("prediction log: WAL checkpoint failed: %s", first_line(exc))
-    return False
+    return None
 
 
 class Checkpointer:
     """A thread that copies a SQLite log's WAL into the database every `seconds`, beside the writer.
 
-    SQLite starts the WAL over only after a checkpoint has copied all of it, and a PASSIVE one
-    runs beside the writer, which keeps appending; so each round makes passes until one catches
-    up (see `checkpoint`). The writer never checkpoints: a RESTART checkpoint on its connection
-    held every commit for its fsyncs, 1.6-8 ms once a second.
+    Each round makes PASSIVE passes (see `checkpoint`), which never hold a commit up. Short,
+    frequent rounds keep each one's burst of copying and syncing small: a round a second took
+    30-60 ms and the requests served meanwhile waited with it.
+
+    SQLite starts the WAL over at a commit only if a checkpoint has copied every frame before it,
+    which a PASSIVE pass does not manage while commits keep coming; the WAL then grows to
+    WAL_LIMIT_PAGES and the writer's own commit checkpoints, holding every waiting prediction for
+    20-30 ms. So once the WAL holds RESTART_PAGES, a round ends with a RESTART checkpoint: it
+    holds commits off while it copies the few frames the passes left and syncs (a few ms),
+    and the next commit starts the WAL over. If the writer or a reader keeps it waiting for
+    RESTART_BUSY_MS, it gives up until the next round.
     """
 
     def __init__(self, engine: sa.Engine, seconds: float = CHECKPOINT_SECONDS) -> None:
@@ -216,7 +235,13 @@ class Checkpointer:
 
     def _run(self) -> None:
         while not self._stopping.wait(self.seconds):
-            checkpoint(self.engine, "PASSIVE", passes=CHECKPOINT_PASSES)
+            self.round()
+
+    def round(self) -> None:
+        """Copy the WAL into the database; start it over if it has grown to RESTART_PAGES."""
+        left = checkpoint(self.engine, "PASSIVE", passes=CHECKPOINT_PASSES)
+        if left is not None and left >= RESTART_PAGES:
+            checkpoint(self.engine, "RESTART", busy_ms=RESTART_BUSY_MS)
 
 
 def first_line(exc: BaseException) -> str:
