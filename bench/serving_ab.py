@@ -13,12 +13,18 @@ What it measures
         peak of the first variant), `--repeat` rounds, with the generator of bench/serving.py;
         each run's p50/p99 and the server's CPU per request, then per variant the median p99 of
         the runs in which the generator kept its schedule (late under 1 ms at p99).
+      - `--stall MS --stall-every S`: through the open-loop runs, a process pinned to the servers'
+        CPU spins for MS ms every S s. On this shared machine a variant's p99 over a few runs
+        is mostly the machine's stalls; with the same stalls forced on every variant, the runs
+        compare how each recovers from one (each run also counts its requests over 10 ms).
 
 How to run
     uv run python bench/serving_ab.py --variant now --variant nowindow=CHURN_SERVING__LOG_WAIT_MS=0
     uv run python bench/serving_ab.py --variant old=../old/src@ --variant new \\
         --duration 0 --rate 3600 --repeat 5
     uv run python bench/serving_ab.py --variant now --bare   # with the bare reference server
+    uv run python bench/serving_ab.py --variant now --variant nowindow=CHURN_SERVING__LOG_WAIT_MS=0 \\
+        --duration 0 --rate 3000 --open-duration 10 --stall 15 --stall-every 1
     A variant is NAME[=SRC@][ENV=VALUE,...]: SRC is a source tree put first on PYTHONPATH (a
     checkout of another commit), the rest are environment variables for that server only.
 """
@@ -29,8 +35,11 @@ import argparse
 import os
 import shutil
 import statistics
+import subprocess
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +47,19 @@ import serving as bench  # bench/serving.py: the fixture, the servers and both l
 
 Args = argparse.Namespace
 Peaks = dict[str, list[float]]
+SLOW_SECONDS = 0.010  # a request slower than this counts as slow in an open-loop run
+# The stall: spin for `spin` seconds every `every` seconds, on a schedule (argv: every, spin).
+STALL = """
+import sys, time
+every, spin = float(sys.argv[1]), float(sys.argv[2])
+due = time.monotonic()
+while True:
+    due += every
+    time.sleep(max(0.0, due - time.monotonic()))
+    end = time.monotonic() + spin
+    while time.monotonic() < end:
+        pass
+"""
 
 
 @dataclass(frozen=True)
@@ -93,9 +115,13 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3000, help="synthetic customers to train on")
     parser.add_argument("--workdir", type=Path, help="keep the trained home here and reuse it")
     parser.add_argument("--bare", action="store_true", help="also run bench/serving.py's bare server")
+    parser.add_argument("--stall", type=float, default=0.0, help="ms of spinning on the server CPU; 0: none")
+    parser.add_argument("--stall-every", type=float, default=1.0, help="seconds between those stalls")
     args = parser.parse_args()
     if args.open_duration and not args.rate and not args.duration:
         parser.error("--rate 0 takes half the peak: give --duration > 0, or a --rate")
+    if args.stall < 0 or args.stall_every <= 0 or args.stall / 1000 >= args.stall_every:
+        parser.error("--stall MS must be 0 or more and shorter than --stall-every S (> 0)")
     bench.check_machine()
     wrk = bench.ensure_wrk()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-serving-ab-"))
@@ -113,7 +139,8 @@ def main() -> None:
         peaks = closed(wrk, servers, fixture, args)
         rate = args.rate or max(peaks[servers[0].name]) / 2
         if args.open_duration:
-            opened(servers, fixture, rate, args)
+            with stalls(args.stall / 1000, args.stall_every):
+                opened(servers, fixture, rate, args)
     finally:
         for server in servers:
             server.stop()
@@ -141,6 +168,22 @@ def closed(wrk: str, servers: list[bench.Server], fixture: bench.Fixture, args: 
     return peaks
 
 
+@contextmanager
+def stalls(spin: float, every: float) -> Iterator[None]:
+    """While inside, a process on the server CPU spins `spin` s every `every` s (none if spin is 0)."""
+    if not spin:
+        yield
+        return
+    command = ["taskset", "-c", str(bench.SERVER_CPU), sys.executable, "-c", STALL, str(every), str(spin)]
+    process = subprocess.Popen(command)
+    bench.say(f"stalls: a process spins {spin * 1000:.0f} ms on CPU {bench.SERVER_CPU} every {every:g} s")
+    try:
+        yield
+    finally:
+        process.kill()
+        process.wait()
+
+
 def opened(servers: list[bench.Server], fixture: bench.Fixture, rate: float, args: Args) -> None:
     """Alternating open-loop runs at `rate`; per variant, the median p99 of the runs that count."""
     kept: dict[str, list[tuple[float, float]]] = {server.name: [] for server in servers}
@@ -153,12 +196,14 @@ def opened(servers: list[bench.Server], fixture: bench.Fixture, rate: float, arg
             cpu_us = (server.cpu_seconds() - cpu) / len(run.latencies) * 1e6
             p99 = bench.percentile(run.latencies, 99) * 1000
             late = bench.percentile(run.lateness, 99) * 1000
+            slow = sum(latency > SLOW_SECONDS for latency in run.latencies)
             if late <= bench.LATE_LIMIT_MS:
                 kept[server.name].append((p99, cpu_us))
             bench.say(
                 f"open {rate:,.0f} req/s {repeat}/{args.repeat} {server.name:12s} "
                 f"p50 {bench.percentile(run.latencies, 50) * 1000:6.2f} ms, p99 {p99:7.2f} ms, "
-                f"server CPU {cpu_us:5.0f} us/req, generator late p99 {late:.2f} ms"
+                f"over {SLOW_SECONDS * 1000:.0f} ms {slow:5d}, server CPU {cpu_us:5.0f} us/req, "
+                f"generator late p99 {late:.2f} ms"
             )
     for name, runs in kept.items():
         if runs:
