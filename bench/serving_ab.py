@@ -11,12 +11,13 @@ What it measures
       - `--connections C --duration S` (S > 0): closed-loop `wrk` peaks, `--repeat` rounds.
       - `--rate R --open-duration S` (S > 0): open-loop runs at R req/s (R = 0: half the best
         peak of the first variant), `--repeat` rounds, with the generator of bench/serving.py;
-        each run's p50/p99 and the server's CPU per request, then per variant the median p99 of
-        the runs in which the generator kept its schedule (late under 1 ms at p99).
+        each run's p50/p99, its requests over 10 ms and the server's CPU per request, then per
+        variant the medians of the runs in which the generator kept its schedule (late under 1 ms
+        at p99).
       - `--stall MS --stall-every S`: through the open-loop runs, a process pinned to the servers'
         CPU spins for MS ms every S s. On this shared machine a variant's p99 over a few runs
         is mostly the machine's stalls; with the same stalls forced on every variant, the runs
-        compare how each recovers from one (each run also counts its requests over 10 ms).
+        compare how each recovers from one.
 
 How to run
     uv run python bench/serving_ab.py --variant now --variant nowindow=CHURN_SERVING__LOG_WAIT_MS=0
@@ -185,8 +186,8 @@ def stalls(spin: float, every: float) -> Iterator[None]:
 
 
 def opened(servers: list[bench.Server], fixture: bench.Fixture, rate: float, args: Args) -> None:
-    """Alternating open-loop runs at `rate`; per variant, the median p99 of the runs that count."""
-    kept: dict[str, list[tuple[float, float]]] = {server.name: [] for server in servers}
+    """Alternating open-loop runs at `rate`; per variant, the medians of the runs that count."""
+    kept: dict[str, list[tuple[float, float, int]]] = {server.name: [] for server in servers}
     for server in servers:
         bench.open_loop(server, fixture, rate, 1.0, args.open_connections)
     for repeat in range(1, args.repeat + 1):
@@ -198,7 +199,7 @@ def opened(servers: list[bench.Server], fixture: bench.Fixture, rate: float, arg
             late = bench.percentile(run.lateness, 99) * 1000
             slow = sum(latency > SLOW_SECONDS for latency in run.latencies)
             if late <= bench.LATE_LIMIT_MS:
-                kept[server.name].append((p99, cpu_us))
+                kept[server.name].append((p99, cpu_us, slow))
             bench.say(
                 f"open {rate:,.0f} req/s {repeat}/{args.repeat} {server.name:12s} "
                 f"p50 {bench.percentile(run.latencies, 50) * 1000:6.2f} ms, p99 {p99:7.2f} ms, "
@@ -207,9 +208,13 @@ def opened(servers: list[bench.Server], fixture: bench.Fixture, rate: float, arg
             )
     for name, runs in kept.items():
         if runs:
-            p99 = statistics.median(p for p, _ in runs)
-            cpu = statistics.median(c for _, c in runs)
-            bench.say(f"{name:12s} median p99 {p99:7.2f} ms, CPU {cpu:5.0f} us/req over {len(runs)} runs")
+            p99 = statistics.median(p for p, _, _ in runs)
+            cpu = statistics.median(c for _, c, _ in runs)
+            slow = statistics.median(n for _, _, n in runs)
+            bench.say(
+                f"{name:12s} median p99 {p99:7.2f} ms, over {SLOW_SECONDS * 1000:.0f} ms {slow:7.1f}, "
+                f"CPU {cpu:5.0f} us/req over {len(runs)} runs"
+            )
         else:
             bench.say(f"{name:12s} no run in which the generator kept its schedule")
 
