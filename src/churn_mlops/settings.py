@@ -72,6 +72,8 @@ class ServingSettings(BaseModel):
     unknown_category: Literal["error", "map"] = "error"
     cors_origins: list[str] = []
     reload_poll_seconds: float = Field(0.0, ge=0, description="poll the champion alias; 0 turns it off")
+    # The two below apply where the log's writer thread commits (PostgreSQL); on SQLite each
+    # event-loop turn's predictions are committed together on the loop itself.
     log_batch_size: int = Field(16, ge=1, description="predictions that close a commit's batch early")
     log_wait_ms: float = Field(
         1.0, ge=0, description="how long a commit waits for more predictions, while that pays (0: never)"

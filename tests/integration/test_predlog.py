@@ -160,6 +160,34 @@ def test_a_write_is_acknowledged_only_after_its_commit(log: PredictionLog, targe
     assert log.read()["request_id"].to_list() == ["held"]
 
 
+def test_a_locked_sqlite_database_does_not_stop_the_event_loop(tmp_path: Path) -> None:
+    """SQLite batches are committed on the event loop; one that finds the database locked
+    (another process writing, a checkpoint starting the WAL over) goes to the writer thread and
+    waits there, while the loop goes on serving."""
+    url = f"sqlite:///{tmp_path / 'predictions.db'}"
+    log = PredictionLog(url)
+    log.start()
+
+    async def write_while_blocked() -> float:
+        with _commits_blocked(url, "predictions"):
+            held = asyncio.create_task(log.write([_record("held")]))
+            longest, last = 0.0, time.perf_counter()
+            for _ in range(30):
+                await asyncio.sleep(0.01)
+                now = time.perf_counter()
+                longest, last = max(longest, now - last), now
+            assert not held.done(), "acknowledged while its commit could not happen"
+        await asyncio.wait_for(held, 10)
+        return longest
+
+    try:
+        longest = _run(write_while_blocked())
+    finally:
+        log.close()
+    assert longest < 1.0, f"the event loop stood still for {longest:.2f} s while a commit waited"
+    assert log.read()["request_id"].to_list() == ["held"]
+
+
 def test_concurrent_writes_are_group_committed(target: tuple[str, str]) -> None:
     async def write_all(log: PredictionLog) -> None:
         await asyncio.gather(*(log.write([_record(f"r{i}")]) for i in range(500)))
@@ -190,7 +218,10 @@ async def _timed_write(log: PredictionLog, request_id: str) -> float:
 
 
 def _window_log(tmp_path: Path, in_flight: int | None = None) -> PredictionLog:
-    log = PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}", wait_ms=WINDOW * 1000)
+    """A log whose batches go to the writer thread, as on PostgreSQL, with a long window."""
+    log = PredictionLog(
+        f"sqlite:///{tmp_path / 'predictions.db'}", wait_ms=WINDOW * 1000, commit_on_loop=False
+    )
     if in_flight is not None:
         log.window.in_flight = lambda: in_flight
     log.start()
@@ -298,7 +329,7 @@ def test_a_request_that_arrives_during_a_window_keeps_the_windows(tmp_path: Path
 
 def test_close_commits_everything_queued_then_refuses_writes(target: tuple[str, str]) -> None:
     url, table = target
-    prediction_log = PredictionLog(url, table=table, batch_size=10_000, wait_ms=30_000)
+    prediction_log = PredictionLog(url, table=table, batch_size=10_000, wait_ms=30_000, commit_on_loop=False)
     prediction_log.start()
 
     async def queue_then_close() -> list[BaseException | None]:

@@ -1,5 +1,8 @@
 """When the prediction log's batches wait for more predictions: the batching window's policy.
 
+It applies where the log's writer thread commits (PostgreSQL); on SQLite the event loop commits
+each turn's predictions itself, and no batch waits.
+
 The window is there for throughput: a commit and the hand-offs around it cost about as much CPU as
 the rest of a request, so when requests arrive on their own (an open loop), one commit for several
 of them leaves the core free for more. It is only kept while it pays. Once every request the

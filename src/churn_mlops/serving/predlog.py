@@ -1,24 +1,31 @@
 """The durable prediction log: every served prediction lands in one SQL table, group-committed.
 
-Callers add rows to their event loop's open batch and wait. A batch closes wait_ms after its
-first row (or once it holds batch_size rows) and goes to one writer thread, which inserts it, with
-any other batches already waiting, in one transaction and only then resolves the waiters, so a
-prediction that was acknowledged is on disk. SQLite (WAL, synchronous=NORMAL: a commit survives a
-killed process, not a power cut) is the default; PostgreSQL works the same by URL. `at` is
-TIMESTAMP WITH TIME ZONE on PostgreSQL and naive ISO-8601 text in UTC on SQLite; it always reads
-back as a UTC-aware datetime.
+Callers add rows to their event loop's open batch and wait; the batch is inserted in one
+transaction and only then are its waiters resolved, so a prediction that was acknowledged is on
+disk. SQLite (WAL, synchronous=NORMAL: a commit survives a killed process, not a power cut) is
+the default; PostgreSQL works the same by URL. `at` is TIMESTAMP WITH TIME ZONE on PostgreSQL
+and naive ISO-8601 text in UTC on SQLite; it always reads back as a UTC-aware datetime.
 
-The window is there for throughput and is only kept while it pays; when a batch gets one is
-decided by `batchwindow.WindowPolicy`.
+Where the commit runs depends on what it costs:
+- SQLite: on the event loop, first thing in the turn after a batch's first write, so a batch
+  holds every prediction of one turn, and the writers resume right after it (each yields once,
+  behind the commit), so their answers go out before the requests read in that turn start: after
+  a stall, answers do not queue behind new work. Such a commit writes to the WAL without an fsync
+  and costs tens of microseconds, less than handing the batch to a thread and back: both share
+  the loop's core, and a thread must win the GIL from the busy loop at each step of the commit.
+  The loop never waits on a lock, though: a batch that finds the database locked (the
+  checkpointer starting the WAL over, another process writing) goes to the writer thread below,
+  which waits its turn.
+- PostgreSQL (a network round trip) and `write_sync`: one writer thread. A batch closes wait_ms
+  after its first row (or once it holds batch_size rows); the writer inserts it with any other
+  batches already waiting, in one transaction, and wakes the waiters with one callback per loop.
+  The window is there for throughput and is only kept while it pays; when a batch gets one is
+  decided by `batchwindow.WindowPolicy`.
 
-The commit path is the per-request cost of the log, so it is built for the event loop's core:
-batches are made on the loop (one hand-off to the writer per batch, not per request), and the
-writer inserts a batch with one multi-row INSERT through the DB-API, in autocommit mode, so the
-statement is its own transaction (batches too big for one statement get an explicit one). Each
-statement the driver runs lets the event loop take the GIL, and getting it back costs a thread
-switch: one statement per batch keeps those few. On SQLite the writer never checkpoints the WAL
-inside a commit (that stalls every request waiting on the commit for tens of milliseconds): a
-checkpointer thread copies the WAL into the database four times a second, beside the writer, and
+Either way a batch is one multi-row INSERT through the DB-API, in autocommit mode, so the
+statement is its own transaction (batches too big for one statement get an explicit one). No
+commit checkpoints the SQLite WAL (that stalls every request waiting on it for tens of
+milliseconds): a checkpointer thread copies the WAL into the database four times a second and
 starts it over every few megabytes. The table, the SQL and the checkpointer are in `predtable.py`.
 """
 
@@ -154,11 +161,13 @@ class PredictionLog:
         wait_ms: float = 1.0,
         table: str = "predictions",
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
+        commit_on_loop: bool | None = None,
     ) -> None:
         self.url = url
         self.batch_size = batch_size
         self.window = WindowPolicy(wait_ms)  # the server sets its in_flight and arrivals counts
         self.checkpoint_seconds = checkpoint_seconds
+        self.commit_on_loop = commit_on_loop  # None: on SQLite
         self.table = predictions_table(table)
         self.commits = 0
         self._engine: sa.Engine | None = None
@@ -171,6 +180,8 @@ class PredictionLog:
         self._thread: threading.Thread | None = None
         self._checkpointer: Checkpointer | None = None
         self._closed = False
+        self._on_loop = False  # whether batches are committed on their event loop (decided at start)
+        self._loop_connections: dict[asyncio.AbstractEventLoop, sa.Connection] = {}
 
     def start(self) -> None:
         """Create the table if needed and start the writer thread."""
@@ -184,6 +195,7 @@ class PredictionLog:
                 raise _failure(f"cannot create the prediction log table: {first_line(exc)}", exc) from exc
             self._insert = Insert(engine, self.table)
             self._naive_at = engine.dialect.name == "sqlite"
+            self._on_loop = self._naive_at if self.commit_on_loop is None else self.commit_on_loop
             self._engine = engine
             self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
             self._thread.start()
@@ -209,11 +221,15 @@ class PredictionLog:
             batch.rows += rows
             batch.waiters.append(future)
             self._waiting += 1
-            if len(batch.rows) >= self.batch_size:
+            if len(batch.rows) >= self.batch_size and not self._on_loop:
                 self._seal_locked(loop)
             elif window.windowed and not (window.settled or window.checking) and self._all_waiting():
                 window.checking = True  # requests that arrived with this one have yet to run
                 loop.call_soon(self._check_settled, loop, batch)
+        if self._on_loop:
+            # Resume right after the batch's commit, which is queued ahead of this: the answer
+            # then goes out before the requests read in the next turn start.
+            await asyncio.sleep(0)
         await future
 
     def write_sync(self, records: Sequence[PredictionRecord]) -> None:
@@ -246,6 +262,9 @@ class PredictionLog:
             raise PredictionLogError(f"the prediction log writer did not finish within {timeout}s")
         if self._checkpointer is not None:
             self._checkpointer.stop(timeout)
+        for connection in self._loop_connections.values():
+            _discard(connection)
+        self._loop_connections.clear()
 
     def read(self, limit: int | None = None) -> pl.DataFrame:
         """The logged predictions in insertion order; with `limit`, only the latest `limit`."""
@@ -276,6 +295,9 @@ class PredictionLog:
     def _new_batch(self, loop: asyncio.AbstractEventLoop) -> _Batch:
         """A loop's next batch, sealed when its window ends, or on the loop's next turn."""
         batch = _Batch()
+        if self._on_loop:
+            batch.timer = loop.call_soon(self._commit_here, loop)
+            return batch
         seconds = self.window.next_window(loop.time())
         if seconds > 0:
             batch.window.windowed = True
@@ -294,6 +316,45 @@ class PredictionLog:
             batch.window.checking = False
             if self._open.get(loop) is batch and self._all_waiting():
                 self.window.settle(batch.window)
+
+    def _commit_here(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Commit a loop's batch on the loop itself, in the turn after its first write.
+
+        A SQLite commit (no fsync in WAL mode with synchronous=NORMAL) costs less than handing
+        the batch to the writer thread and back, and its waiters then answer one loop turn
+        later, instead of after the writer has won the GIL from a busy loop a few times. The
+        loop never waits on a lock: its connection has no busy timeout, so a batch that finds
+        the database locked (the checkpointer starting the WAL over, another process writing),
+        or fails for any other reason, goes to the writer thread, which waits for the lock and
+        reports failures to the waiters.
+        """
+        with self._lock:
+            batch = self._open.pop(loop, None)
+        if batch is None:  # close() handed it to the writer
+            return
+        try:
+            self._commit(self._loop_connection(loop), batch.rows)
+        except Exception as exc:  # the writer retries it, waiting for locks, and reports failures
+            logger.debug("prediction log: a commit on the event loop failed: %s", first_line(exc))
+            _discard(self._loop_connections.pop(loop, None))
+            with self._lock:
+                if not self._closed:  # else the writer may have stopped: answer here
+                    self._queue.put(batch)
+                    return
+            self._answer(batch.waiters, _failure("the prediction log is closed", exc))
+            return
+        with self._lock:
+            self._waiting -= len(batch.waiters)
+        _settle(batch.waiters, None)  # type: ignore[arg-type]  # a loop's batch holds its futures
+
+    def _loop_connection(self, loop: asyncio.AbstractEventLoop) -> sa.Connection:
+        """The loop's own connection, which fails at once on a locked database instead of waiting."""
+        connection = self._loop_connections.get(loop)
+        if connection is None:
+            connection = self._require_engine().connect().execution_options(isolation_level="AUTOCOMMIT")
+            connection.exec_driver_sql("PRAGMA busy_timeout=0")
+            self._loop_connections[loop] = connection
+        return connection
 
     def _seal(self, loop: asyncio.AbstractEventLoop) -> None:
         """The batching window of a loop's batch is over: hand the batch to the writer."""
