@@ -35,6 +35,7 @@ import asyncio
 import concurrent.futures
 import logging
 import queue
+import sqlite3
 import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -63,6 +64,7 @@ __all__ = ["SCHEMA", "PredictionLog", "PredictionLogError", "PredictionRecord", 
 logger = logging.getLogger(__name__)
 
 _Waiter: TypeAlias = asyncio.Future[None] | concurrent.futures.Future[None]
+_BUSY: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 MAX_COMMIT_ROWS: Final = 1024  # the writer joins waiting batches into one transaction up to this
 
 
@@ -335,8 +337,9 @@ class PredictionLog:
         try:
             self._commit(self._loop_connection(loop), batch.rows)
         except Exception as exc:  # the writer retries it, waiting for locks, and reports failures
-            logger.debug("prediction log: a commit on the event loop failed: %s", first_line(exc))
-            _discard(self._loop_connections.pop(loop, None))
+            if not _locked(exc):  # a broken connection is replaced; a locked database is normal
+                logger.debug("prediction log: a commit on the event loop failed: %s", first_line(exc))
+                _discard(self._loop_connections.pop(loop, None))
             with self._lock:
                 if not self._closed:  # else the writer may have stopped: answer here
                     self._queue.put(batch)
@@ -421,6 +424,11 @@ class PredictionLog:
             raise PredictionLogError("the prediction log is not started")
         insert.commit(connection, rows)
         self.commits += 1
+
+
+def _locked(exc: BaseException) -> bool:
+    """Whether a SQLite statement failed only because another connection held the lock."""
+    return isinstance(exc, sqlite3.OperationalError) and exc.sqlite_errorcode in _BUSY
 
 
 def _discard(connection: sa.Connection | None) -> None:
