@@ -20,12 +20,12 @@ What it measures
         compare how each recovers from one.
 
 How to run
-    uv run python bench/serving_ab.py --variant now --variant nowindow=CHURN_SERVING__LOG_WAIT_MS=0
+    git worktree add ../old HEAD~1   # or any commit: its src/ is a variant's source tree
     uv run python bench/serving_ab.py --variant old=../old/src@ --variant new \\
-        --duration 0 --rate 3600 --repeat 5
+        --duration 0 --rate 1000 --repeat 6 --open-duration 10
     uv run python bench/serving_ab.py --variant now --bare   # with the bare reference server
-    uv run python bench/serving_ab.py --variant now --variant nowindow=CHURN_SERVING__LOG_WAIT_MS=0 \\
-        --duration 0 --rate 3000 --open-duration 10 --stall 15 --stall-every 1
+    uv run python bench/serving_ab.py --variant old=../old/src@ --variant new \\
+        --duration 0 --rate 1000 --open-duration 10 --stall 15 --stall-every 1
     A variant is NAME[=SRC@][ENV=VALUE,...]: SRC is a source tree put first on PYTHONPATH (a
     checkout of another commit), the rest are environment variables for that server only.
 """
