@@ -323,12 +323,13 @@ class PredictionLog:
         """Commit a loop's batch on the loop itself, in the turn after its first write.
 
         A SQLite commit (no fsync in WAL mode with synchronous=NORMAL) costs less than handing
-        the batch to the writer thread and back, and its waiters then answer one loop turn
-        later, instead of after the writer has won the GIL from a busy loop a few times. The
-        loop never waits on a lock: its connection has no busy timeout, so a batch that finds
-        the database locked (the checkpointer starting the WAL over, another process writing),
-        or fails for any other reason, goes to the writer thread, which waits for the lock and
-        reports failures to the waiters.
+        the batch to the writer thread and back, and the writers, each of which yielded right
+        behind this callback, answer as soon as it returns, instead of after the writer has won
+        the GIL from a busy loop a few times and a loop turn more. The loop never waits on a
+        lock: its connection has no busy timeout, so a batch that finds the database locked (the
+        checkpointer starting the WAL over, another process writing), or fails for any other
+        reason, goes to the writer thread, which waits for the lock and reports failures to the
+        waiters.
         """
         with self._lock:
             batch = self._open.pop(loop, None)

@@ -131,10 +131,10 @@ class Insert:
             cursor.execute("BEGIN")
             try:
                 self._run(cursor, rows)
-            except BaseException:
+                cursor.execute("COMMIT")
+            except BaseException:  # a COMMIT refused (SQLite busy) leaves the transaction open
                 cursor.execute("ROLLBACK")
                 raise
-            cursor.execute("COMMIT")
         finally:
             cursor.close()
 
