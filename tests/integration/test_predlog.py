@@ -353,6 +353,31 @@ def test_close_commits_everything_queued_then_refuses_writes(target: tuple[str, 
     assert prediction_log.count() == 200
 
 
+def test_close_on_the_loop_commits_the_batch_that_loop_has_open(tmp_path: Path) -> None:
+    """The server closes the log on its event loop (the lifespan's shutdown). Predictions written
+    in the same turn wait for a commit queued for the next turn: close() hands them to the writer,
+    so every one is committed and acknowledged, none twice."""
+    log = PredictionLog(f"sqlite:///{tmp_path / 'predictions.db'}")
+    log.start()
+
+    committed_at_close: list[int] = []
+
+    def close() -> None:
+        log.close()
+        committed_at_close.append(log.count())
+
+    async def write_then_close() -> list[BaseException | None]:
+        tasks = [asyncio.create_task(log.write([_record(f"r{i}")])) for i in range(50)]
+        asyncio.get_running_loop().call_soon(close)  # runs right after the writes, same turn
+        return await asyncio.gather(*tasks, return_exceptions=True)
+
+    results = _run(write_then_close())
+
+    assert committed_at_close == [50], "close() returned before the loop's open batch was committed"
+    assert results == [None] * 50
+    assert sorted(log.read()["request_id"]) == sorted(f"r{i}" for i in range(50))
+
+
 def test_failed_commit_reaches_every_waiter_and_the_writer_recovers(
     log: PredictionLog, target: tuple[str, str]
 ) -> None:
