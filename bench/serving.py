@@ -33,7 +33,8 @@ What it measures
        own lateness (scheduled send to the moment it sends) show when that happened. A run in
        which the generator itself was more than 1 ms late at p99 measured the machine, not the
        server: it is listed, left out and run again (twice at most; the last try counts, however
-       late).
+       late). Each run also lists the steal time of the server's CPU (/proc/stat): time the VM's
+       host gave that core to another guest, which stalls whichever server is running there.
     Any non-2xx answer or socket error stops the benchmark: the figures would not mean anything.
 
 Output
@@ -147,6 +148,8 @@ class OpenRun:
     latencies: list[float]
     lateness: list[float]
     seconds: float
+    stolen_ms: float  # time the hypervisor ran something else on the server's CPU during the run
+    cpu_us: float  # the server's CPU time per request (all its threads)
     discarded: bool = False  # the generator itself fell behind: the run measured the machine
 
 
@@ -344,14 +347,27 @@ def open_loop(server: Server, fixture: Fixture, rate: float, seconds: float, con
     except ImportError:
         runner = asyncio.run
     request = _raw_request(server.port, fixture)
-    started = time.perf_counter()
+    started, stolen, cpu = time.perf_counter(), stolen_ms(SERVER_CPU), server.cpu_seconds()
     try:
         latencies, lateness = runner(_send_at_rate(server.port, request, rate, seconds, connections))
     except (OSError, asyncio.IncompleteReadError) as exc:
         fail(f"{server.name}: the open-loop connection failed ({exc!r}); see {server.log}")
     if len(latencies) != int(rate * seconds):
         fail(f"{server.name}: {int(rate * seconds) - len(latencies)} open-loop requests failed")
-    return OpenRun(latencies, lateness, time.perf_counter() - started)
+    cpu_us = (server.cpu_seconds() - cpu) / len(latencies) * 1e6
+    return OpenRun(latencies, lateness, time.perf_counter() - started, stolen_ms(SERVER_CPU) - stolen, cpu_us)
+
+
+def stolen_ms(cpu: int) -> float:
+    """Steal time of `cpu` so far (/proc/stat), in ms: on a VM, time its host ran another guest.
+
+    The kernel counts it in clock ticks (10 ms), so a run's figure is good to about 10 ms; what it
+    shows is whether the server's core was taken away during a run, which no server can hide."""
+    for line in Path("/proc/stat").read_text().splitlines():
+        fields = line.split()
+        if fields[0] == f"cpu{cpu}":
+            return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK")
+    return 0.0
 
 
 def _raw_request(port: int, fixture: Fixture) -> bytes:
@@ -520,7 +536,9 @@ def measure_latency(
                     f"  open loop {repeat}/{args.repeat} {server.name:5s} at {rate:,.0f} req/s: "
                     f"p50 {percentile(run.latencies, 50) * 1000:6.2f} ms, "
                     f"p99 {percentile(run.latencies, 99) * 1000:6.2f} ms, "
-                    f"max {max(run.latencies) * 1000:7.2f} ms, generator late p99 {late:.2f} ms"
+                    f"max {max(run.latencies) * 1000:7.2f} ms, generator late p99 {late:.2f} ms, "
+                    f"server CPU {run.cpu_us:.0f} us/req ({run.cpu_us * rate / 1e4:.0f}% of its core), "
+                    f"CPU {SERVER_CPU} stolen {run.stolen_ms:.0f} ms"
                 )
                 if late <= LATE_LIMIT_MS or attempt > LATE_RETRIES:
                     break
@@ -598,6 +616,8 @@ def _latency(runs: list[OpenRun]) -> dict[str, Any]:
         "p99_ms": round(percentile(pooled, 99) * 1000, 2),
         "max_ms": round(max(pooled) * 1000, 2),
         "p99_runs_ms": [round(percentile(run.latencies, 99) * 1000, 2) for run in runs],
+        "stolen_runs_ms": [round(run.stolen_ms) for run in runs],
+        "open_cpu_us_per_request": round(statistics.median(run.cpu_us for run in runs), 1),
     }
 
 
@@ -623,14 +643,21 @@ def report(result: dict[str, Any], closed: dict[str, list[ClosedRun]], args: arg
         f"\nlatency, open loop at {result['rate']:,.0f} req/s (half the predict peak), "
         f"{args.repeat} x {args.open_duration:g} s each, pooled, from the scheduled send time"
     )
-    say(f"{'':34s} {'requests':>9s} {'p50 ms':>7s} {'p99 ms':>7s} {'max ms':>8s}  p99 of each run, ms")
+    say(
+        f"{'':34s} {'requests':>9s} {'p50 ms':>7s} {'p99 ms':>7s} {'max ms':>8s} {'CPU us/req':>11s}"
+        "  p99 of each run, ms"
+    )
     for name in ("churn", "bare"):
         prefix = "" if name == "churn" else "bare_"
         runs = ", ".join(f"{p99:.2f}" for p99 in result[prefix + "p99_runs_ms"])
+        runs += " (CPU stolen: " + ", ".join(f"{ms}" for ms in result[prefix + "stolen_runs_ms"]) + " ms)"
         say(
             f"{labels[name]:34s} {result['open_loop_requests']:9,d} {result[prefix + 'p50_ms']:7.2f} "
-            f"{result[prefix + 'p99_ms']:7.2f} {result[prefix + 'max_ms']:8.2f}  {runs}"
+            f"{result[prefix + 'p99_ms']:7.2f} {result[prefix + 'max_ms']:8.2f} "
+            f"{result[prefix + 'open_cpu_us_per_request']:11.0f}  {runs}"
         )
+    busy = {name: result[f"{name}open_cpu_us_per_request"] * result["rate"] / 1e4 for name in ("", "bare_")}
+    say(f"(at this rate the churn server's core is {busy['']:.0f}% busy, the bare's {busy['bare_']:.0f}%)")
     verdict = "PASS" if result["p99_passed"] else "FAIL"
     say(f"p99 at half peak: {result['p99_ms']:.2f} ms   target < {P99_TARGET_MS:g} ms   {verdict}")
     for run in result["discarded_runs"]:
