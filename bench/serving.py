@@ -33,8 +33,11 @@ What it measures
        own lateness (scheduled send to the moment it sends) show when that happened. A run in
        which the generator itself was more than 1 ms late at p99 measured the machine, not the
        server: it is listed, left out and run again (twice at most; the last try counts, however
-       late). Each run also lists the steal time of the server's CPU (/proc/stat): time the VM's
-       host gave that core to another guest, which stalls whichever server is running there.
+       late). Each run also lists the server's CPU time per request and how busy that keeps its
+       core at this rate (one request at a time costs more than the closed loop's crowd, so half
+       the closed-loop peak keeps a core far more than half busy), and the steal time of the
+       server's CPU (/proc/stat): time the VM's host gave that core to another guest, which
+       stalls whichever server is running there.
     Any non-2xx answer or socket error stops the benchmark: the figures would not mean anything.
 
 Output
@@ -46,7 +49,7 @@ How to run
     uv run python bench/serving.py [--duration S] [--repeat K] [--connections C]
                                    [--open-duration S] [--workdir DIR] [--rows N]
 
-    Defaults take about three minutes. Needs Linux, 2+ CPUs, taskset, and root for apt-get.
+    Defaults take three to five minutes. Needs Linux, 2+ CPUs, taskset, and root for apt-get.
 """
 
 from __future__ import annotations
