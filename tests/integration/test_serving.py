@@ -123,13 +123,13 @@ def test_a_422_lists_every_problem_and_echoes_only_inputs_that_were_sent(
     body = {"tenure": "x", "contract": "Weekly"}  # everything else missing
     response = _post(client, body, trained_home.predict_key)
     assert response.status_code == 422, response.text
-    errors = {e["field"]: e for e in response.json()["errors"]}
-    assert errors["tenure"]["input"] == "x"
-    assert errors["contract"]["input"] == "Weekly"
-    missing = [e for e in errors.values() if e["problem"] == "Field required"]
+    problems = response.json()["errors"]
+    sent = {e["field"]: e.get("input") for e in problems if e["problem"] != "Field required"}
+    assert sent == {"tenure": "x", "contract": "Weekly"}
+    missing = [e for e in problems if e["problem"] == "Field required"]
     assert {"gender", "monthly_charges", "payment_method"} <= {e["field"] for e in missing}
     assert all("input" not in e for e in missing)  # a missing field has no input to echo
-    assert response.json()["detail"].endswith(f"; and {len(errors) - 5} more (see errors)")
+    assert response.json()["detail"].endswith(f"; and {len(problems) - 5} more (see errors)")
 
 
 @pytest.mark.parametrize("literal", ["NaN", "Infinity", "-Infinity"])
