@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sqlite3
 import subprocess
@@ -427,6 +428,28 @@ def test_the_checkpointer_starts_the_sqlite_wal_over_under_steady_writes(tmp_pat
     assert prediction_log.count() == commits
     assert commits * 4096 >= 4 * limit, "too few commits in a minute to tell"
     assert largest < limit, f"WAL reached {largest:,} bytes after {commits:,} commits"
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="SCHED_IDLE is Linux's")
+def test_the_checkpointer_takes_only_the_cpu_that_requests_leave(tmp_path: Path) -> None:
+    """A checkpoint round takes milliseconds of CPU, which at normal priority it took from the
+    event loop on the same core: the checkpointer thread runs as SCHED_IDLE, and only it (the
+    writer thread and the server's own threads keep their priority)."""
+    prediction_log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
+    prediction_log.start()
+    try:
+        threads = {thread.name: thread.native_id for thread in threading.enumerate()}
+        checkpointer, writer = threads["prediction-log-checkpointer"], threads["prediction-log-writer"]
+        assert checkpointer is not None
+        assert writer is not None
+        deadline = time.monotonic() + 10  # the thread lowers its priority as it starts
+        while os.sched_getscheduler(checkpointer) != os.SCHED_IDLE and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert os.sched_getscheduler(checkpointer) == os.SCHED_IDLE
+        assert os.sched_getscheduler(writer) == os.SCHED_OTHER
+        assert os.sched_getscheduler(threading.get_native_id()) == os.SCHED_OTHER
+    finally:
+        prediction_log.close()
 
 
 def test_bad_records_and_unstarted_logs_are_refused(tmp_path: Path) -> None:

@@ -15,7 +15,9 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sqlite3
+import sys
 import threading
 from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias
@@ -216,6 +218,12 @@ class Checkpointer:
     holds commits off while it copies the few frames the passes left and syncs (a few ms),
     and the next commit starts the WAL over. If the writer or a reader keeps it waiting for
     RESTART_BUSY_MS, it gives up until the next round.
+
+    The thread runs at the lowest CPU priority (SCHED_IDLE on Linux): a round takes several
+    milliseconds of CPU, and at normal priority it took them from the event loop on the same
+    core, which at a busy hour then fell behind by tens of milliseconds (see docs/benchmarks.md).
+    At the lowest priority a round runs only while the loop waits for requests; a loop that
+    never waits (the core saturated) leaves the WAL to SQLite's own checkpoint at WAL_LIMIT_PAGES.
     """
 
     def __init__(self, engine: sa.Engine, seconds: float = CHECKPOINT_SECONDS) -> None:
@@ -234,6 +242,7 @@ class Checkpointer:
         checkpoint(self.engine, "TRUNCATE")
 
     def _run(self) -> None:
+        run_only_when_idle()
         while not self._stopping.wait(self.seconds):
             self.round()
 
@@ -242,6 +251,19 @@ class Checkpointer:
         left = checkpoint(self.engine, "PASSIVE", passes=CHECKPOINT_PASSES)
         if left is not None and left >= RESTART_PAGES:
             checkpoint(self.engine, "RESTART", busy_ms=RESTART_BUSY_MS)
+
+
+def run_only_when_idle() -> None:
+    """Give the calling thread the CPU only when no other thread wants it (Linux's SCHED_IDLE).
+
+    Elsewhere, or where the system refuses, the thread keeps its priority.
+    """
+    if sys.platform != "linux":
+        return
+    try:
+        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
+    except OSError as exc:
+        logger.debug("prediction log: the checkpointer keeps its CPU priority: %s", exc)
 
 
 def first_line(exc: BaseException) -> str:
