@@ -49,7 +49,7 @@ How to run
     uv run python bench/serving.py [--duration S] [--repeat K] [--connections C]
                                    [--open-duration S] [--workdir DIR] [--rows N]
 
-    Defaults take three to five minutes. Needs Linux, 2+ CPUs, taskset, and root for apt-get.
+    Defaults take two to five minutes. Needs Linux, 2+ CPUs, taskset, and root for apt-get.
 """
 
 from __future__ import annotations
