@@ -111,3 +111,31 @@ def test_fast_info_respects_the_level() -> None:
     FastInfo(logger)("request", {"status": 200})
     handler.close()
     assert stream.getvalue() == ""
+
+
+def test_shutting_logging_down_while_the_writer_flushes_does_not_hang() -> None:
+    """At exit `logging.shutdown()` holds each handler's lock while it flushes and closes it; the
+    writer thread flushing at that moment must not wait for that lock (the server then hung on
+    Ctrl-C, both threads waiting on each other)."""
+    stream = io.StringIO()
+    handler = BackgroundStreamHandler(stream, interval=3600)  # its own thread stays out of the way
+    for i in range(3):
+        handler.emit_line(f"line {i}")
+    writer = threading.Thread(target=handler.flush, daemon=True)  # the writer's periodic flush
+
+    def shutdown() -> None:  # what logging.shutdown() does with each handler
+        handler.acquire()
+        try:
+            writer.start()
+            time.sleep(0.2)  # the writer's flush is under way meanwhile
+            handler.emit_line("last")
+            handler.flush()
+            handler.close()
+        finally:
+            handler.release()
+
+    exiting = threading.Thread(target=shutdown, daemon=True)
+    exiting.start()
+    exiting.join(timeout=10)
+    assert not exiting.is_alive(), "logging.shutdown() and the writer thread wait on each other"
+    assert stream.getvalue().splitlines() == ["line 0", "line 1", "line 2", "last"]

@@ -55,6 +55,9 @@ class BackgroundStreamHandler(logging.Handler):
         self.stream = stream if stream is not None else sys.stderr
         self.interval = interval
         self._lines: list[str] = []
+        # Not the handler's own lock: logging.shutdown() holds that while it flushes, and a
+        # flush under way on the writer thread would then wait for it, holding `_writing`.
+        self._queued = threading.Lock()  # guards `_lines`; nothing is acquired while holding it
         self._writing = threading.Lock()  # held from taking the lines to writing them
         self._closing = threading.Event()
         self._writer = threading.Thread(target=self._write_periodically, name="log-writer", daemon=True)
@@ -63,19 +66,21 @@ class BackgroundStreamHandler(logging.Handler):
     def emit(self, record: logging.LogRecord) -> None:
         """Queue the formatted record (called under the handler's lock)."""
         try:
-            self._lines.append(self.format(record))
+            line = self.format(record)
+            with self._queued:
+                self._lines.append(line)
         except Exception:  # as logging.StreamHandler does: a bad record must not break the caller
             self.handleError(record)
 
     def emit_line(self, line: str) -> None:
         """Queue a line formatted by the caller (see `FastInfo`)."""
-        with self.lock or threading.Lock():
+        with self._queued:
             self._lines.append(line)
 
     def flush(self) -> None:
         """Write every queued line now, in order (one writer at a time)."""
         with self._writing:
-            with self.lock or threading.Lock():
+            with self._queued:
                 lines, self._lines = self._lines, []
             if lines:
                 try:
