@@ -219,11 +219,12 @@ class Checkpointer:
     and the next commit starts the WAL over. If the writer or a reader keeps it waiting for
     RESTART_BUSY_MS, it gives up until the next round.
 
-    The thread runs at the lowest CPU priority (SCHED_IDLE on Linux): a round takes several
-    milliseconds of CPU, and at normal priority it took them from the event loop on the same
+    The thread is scheduled as a batch job (SCHED_BATCH on Linux): a round takes several
+    milliseconds of CPU, and a normal thread waking for it preempted the event loop on the same
     core, which at a busy hour then fell behind by tens of milliseconds (see docs/benchmarks.md).
-    At the lowest priority a round runs only while the loop waits for requests; a loop that
-    never waits (the core saturated) leaves the WAL to SQLite's own checkpoint at WAL_LIMIT_PAGES.
+    A batch thread waits for the loop to block or to use up its time slice, and still gets its
+    fair share of a busy CPU, so the WAL stays bounded. (The lowest priority, SCHED_IDLE, helped
+    the loop as much but starved the checkpointer whenever other processes kept the CPUs busy.)
     """
 
     def __init__(self, engine: sa.Engine, seconds: float = CHECKPOINT_SECONDS) -> None:
@@ -242,7 +243,7 @@ class Checkpointer:
         checkpoint(self.engine, "TRUNCATE")
 
     def _run(self) -> None:
-        run_only_when_idle()
+        run_as_batch()
         while not self._stopping.wait(self.seconds):
             self.round()
 
@@ -253,17 +254,18 @@ class Checkpointer:
             checkpoint(self.engine, "RESTART", busy_ms=RESTART_BUSY_MS)
 
 
-def run_only_when_idle() -> None:
-    """Give the calling thread the CPU only when no other thread wants it (Linux's SCHED_IDLE).
+def run_as_batch() -> None:
+    """Schedule the calling thread as a batch job (Linux's SCHED_BATCH): it never preempts a
+    thread that wakes up, and keeps its fair share of the CPU.
 
-    Elsewhere, or where the system refuses, the thread keeps its priority.
+    Elsewhere, or where the system refuses, the thread keeps its policy.
     """
     if sys.platform != "linux":
         return
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
+        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # 0: the calling thread
     except OSError as exc:
-        logger.debug("prediction log: the checkpointer keeps its CPU priority: %s", exc)
+        logger.debug("prediction log: the checkpointer keeps its scheduling policy: %s", exc)
 
 
 def first_line(exc: BaseException) -> str:
