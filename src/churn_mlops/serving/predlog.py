@@ -25,9 +25,9 @@ Where the commit runs depends on what it costs:
 Either way a batch is one multi-row INSERT through the DB-API, in autocommit mode, so the
 statement is its own transaction (batches too big for one statement get an explicit one). No
 commit checkpoints the SQLite WAL (that stalls every request waiting on it for tens of
-milliseconds): a checkpointer thread, scheduled so that it never preempts the event loop, copies
-the WAL into the database four times a second and starts it over every few megabytes. The
-table, the SQL and the checkpointer are in `predtable.py`.
+milliseconds): a checkpointer thread, scheduled so that its waking does not preempt the event
+loop, copies the WAL into the database four times a second and starts it over every few
+megabytes. The table, the SQL and the checkpointer are in `predtable.py`.
 """
 
 from __future__ import annotations
