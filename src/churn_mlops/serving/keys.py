@@ -27,6 +27,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from churn_mlops import migrations
 from churn_mlops.data.sources import database_url, sqlite_file
 from churn_mlops.errors import ChurnError, ConfigError, NotFoundError
 
@@ -116,7 +117,7 @@ class KeyStore:
         self._lock = threading.Lock()
         self._engine = _create_engine(url)
         with self._errors():
-            _create_table(self._engine)
+            migrations.upgrade(self._engine)
 
     def create(self, name: str, scopes: Iterable[str]) -> tuple[str, ApiKey]:
         """Make a key; returns the plaintext key, which is shown this once and never stored."""
@@ -194,7 +195,7 @@ class KeyStore:
     def _errors(self) -> Iterator[None]:
         try:
             yield
-        except sa.exc.SQLAlchemyError as exc:
+        except (sa.exc.SQLAlchemyError, migrations.MigrationError) as exc:
             where = self._engine.url.render_as_string(hide_password=True)
             reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
             raise KeyStoreError(f"API key store at {where}: {reason}") from exc
@@ -206,14 +207,6 @@ def _create_engine(url: str) -> sa.Engine:
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)
     return engine
-
-
-def _create_table(engine: sa.Engine) -> None:
-    try:
-        _metadata.create_all(engine, checkfirst=True)
-    except sa.exc.DBAPIError:
-        # Workers starting together race to create the table; the loser finds it on a second look.
-        _metadata.create_all(engine, checkfirst=True)
 
 
 def _select_active(name: str) -> sa.Select[*tuple[Any, ...]]:

@@ -47,6 +47,7 @@ import orjson
 import polars as pl
 import sqlalchemy as sa
 
+from churn_mlops import migrations
 from churn_mlops.serving.batchwindow import WindowPolicy, WindowState
 from churn_mlops.serving.predtable import (
     CHECKPOINT_SECONDS,
@@ -67,6 +68,7 @@ logger = logging.getLogger(__name__)
 _Waiter: TypeAlias = asyncio.Future[None] | concurrent.futures.Future[None]
 _BUSY: Final = (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
 MAX_COMMIT_ROWS: Final = 1024  # the writer joins waiting batches into one transaction up to this
+DEFAULT_TABLE: Final = "predictions"  # the serving database's own table, made by its migrations
 
 
 class PredictionRecord(NamedTuple):
@@ -162,7 +164,7 @@ class PredictionLog:
         *,
         batch_size: int = 16,
         wait_ms: float = 1.0,
-        table: str = "predictions",
+        table: str = DEFAULT_TABLE,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
         commit_on_loop: bool | None = None,
     ) -> None:
@@ -187,14 +189,14 @@ class PredictionLog:
         self._loop_connections: dict[asyncio.AbstractEventLoop, sa.Connection] = {}
 
     def start(self) -> None:
-        """Create the table if needed and start the writer thread."""
+        """Migrate the serving database (a table of another name: create it) and start the writer."""
         with self._lock:
             if self._thread is not None or self._closed:
                 raise PredictionLogError("the prediction log can be started once")
             engine = create_log_engine(self.url)
             try:
-                self.table.create(engine, checkfirst=True)
-            except sa.exc.SQLAlchemyError as exc:
+                self._create_table(engine)
+            except (sa.exc.SQLAlchemyError, migrations.MigrationError) as exc:
                 raise _failure(f"cannot create the prediction log table: {first_line(exc)}", exc) from exc
             self._insert = Insert(engine, self.table)
             self._naive_at = engine.dialect.name == "sqlite"
@@ -283,6 +285,12 @@ class PredictionLog:
         """How many predictions are logged."""
         with self._require_engine().connect() as connection:
             return int(connection.scalar(sa.select(sa.func.count()).select_from(self.table)) or 0)
+
+    def _create_table(self, engine: sa.Engine) -> None:
+        if self.table.name == DEFAULT_TABLE:
+            migrations.upgrade(engine)
+        else:
+            self.table.create(engine, checkfirst=True)
 
     def _require_engine(self) -> sa.Engine:
         if self._engine is None:
