@@ -11,8 +11,8 @@ import pytest
 from sklearn.metrics import f1_score, roc_auc_score
 
 from churn_mlops.models.card import ModelCardInfo, model_card
+from churn_mlops.models.economics import BusinessCosts
 from churn_mlops.models.evaluation import (
-    BusinessCosts,
     binary_metrics,
     bootstrap_difference,
     choose_threshold,

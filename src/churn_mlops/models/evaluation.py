@@ -4,42 +4,23 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from typing import Literal, TypeVar
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
 import polars as pl
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
+from churn_mlops.models.economics import BusinessCosts
+
 FloatArray = npt.NDArray[np.float64]
 ThresholdRule = Literal["f1", "value"]
 BootstrapMetric = Literal["roc_auc", "pr_auc", "brier"]
-_Count = TypeVar("_Count", float, FloatArray)
 Scorer = Callable[[FloatArray, FloatArray, FloatArray], FloatArray]
 
 _EPS = 1e-15
 _MISSING = "missing"
 _CHUNK_CELLS = 4_000_000  # bootstrap weight cells held at once, so memory stays flat on large data
-
-
-@dataclass(frozen=True)
-class BusinessCosts:
-    """Retention economics: an offer costs `offer_cost`; it saves a churner worth `saved_value`."""
-
-    offer_cost: float = 10.0
-    saved_value: float = 200.0
-    success_rate: float = 0.3
-
-    def net(self, churners: _Count, contacted: _Count) -> _Count:
-        """Net value of contacting `contacted` customers of whom `churners` would churn (vectorised)."""
-        return churners * self.success_rate * self.saved_value - self.offer_cost * contacted
-
-    def value(self, y_true: npt.ArrayLike, contacted: npt.ArrayLike) -> float:
-        """Net value of contacting the rows where `contacted` is true."""
-        y = np.asarray(y_true, dtype=np.float64)
-        mask = np.asarray(contacted, dtype=bool)
-        return self.net(float(y[mask].sum()), float(mask.sum()))
 
 
 def choose_threshold(

@@ -17,8 +17,9 @@ SCORE_BINS = np.linspace(0, 1, 21)
 
 
 def reference_profile(frame: pl.DataFrame, scores: np.ndarray, features: FeatureSpec) -> dict[str, Any]:
-    """Per-feature bins and frequencies and the score histogram of the training rows."""
-    numeric = {f.name: _numeric(frame.get_column(f.name)) for f in features.numeric}
+    """Per-feature bins and frequencies of the training rows, and the histogram of `scores`
+    (held-out scores: a model's scores on its own training rows are more extreme than on new rows)."""
+    numeric = {f.name: _numeric(frame.get_column(f.name), f.boolean) for f in features.numeric}
     categorical = {f.name: _categorical(frame.get_column(f.name)) for f in features.categorical}
     counts, _ = np.histogram(scores, bins=SCORE_BINS)
     return {
@@ -33,12 +34,13 @@ def reference_profile(frame: pl.DataFrame, scores: np.ndarray, features: Feature
     }
 
 
-def _numeric(column: pl.Series) -> dict[str, Any]:
+def _numeric(column: pl.Series, boolean: bool = False) -> dict[str, Any]:
+    """Quantile bins (a boolean's two values), fractions over the present values, the range."""
     values = column.cast(pl.Float64).drop_nulls().to_numpy()
     if len(values) == 0:
         return {"edges": [], "fractions": [], "missing": 1.0, "mean": None, "std": None}
     edges = np.unique(np.quantile(values, QUANTILES))
-    inner = edges[1:-1]
+    inner = np.array([0.5]) if boolean else edges[1:-1]
     counts = np.bincount(np.searchsorted(inner, values, side="right"), minlength=len(inner) + 1)
     return {
         "edges": inner.tolist(),
@@ -46,6 +48,8 @@ def _numeric(column: pl.Series) -> dict[str, Any]:
         "missing": column.null_count() / max(column.len(), 1),
         "mean": float(values.mean()),
         "std": float(values.std()),
+        "min": float(edges[0]),
+        "max": float(edges[-1]),
     }
 
 

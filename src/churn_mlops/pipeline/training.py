@@ -24,6 +24,7 @@ from churn_mlops.features import FeatureSpec, fit_features, transform
 from churn_mlops.models import evaluation
 from churn_mlops.models.artifacts import write_artifacts
 from churn_mlops.models.card import ModelCardInfo, model_card
+from churn_mlops.models.economics import BusinessCosts
 from churn_mlops.models.gate import Decision
 from churn_mlops.models.plots import save_plots
 from churn_mlops.models.profile import reference_profile
@@ -133,7 +134,7 @@ def fit(prepared: Prepared, config: TrainingSettings, params: dict[str, Any] | N
 
 def evaluate(prepared: Prepared, model: TrainedModel, config: TrainingSettings) -> Evaluation:
     """Choose the threshold on validation rows; measure model and baseline on test rows."""
-    costs = evaluation.BusinessCosts(config.offer_cost, config.saved_value, config.success_rate)
+    costs = BusinessCosts(config.offer_cost, config.saved_value, config.success_rate)
     x_valid, y_valid = prepared.part("valid")
     x_test, y_test = prepared.part("test")
     valid_probabilities = model.predict_proba(x_valid)
@@ -285,9 +286,7 @@ def _write_version(
     y_test = prepared.part("test")[1]
     save_plots(y_test, result.test_probabilities, result.threshold, result.importance, directory / "plots")
     train_frame = prepared.frame[prepared.split.train]
-    profile = reference_profile(
-        train_frame, model.predict_proba(prepared.part("train")[0]), prepared.features
-    )
+    profile = reference_profile(train_frame, result.test_probabilities, prepared.features)
     card = ModelCardInfo(
         model_name=name,
         version=None,
