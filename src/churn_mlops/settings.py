@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -90,6 +90,58 @@ class BatchSettings(BaseModel):
     spark_master: str = Field("local[*]", description="Spark master URL for --engine spark")
 
 
+class DriftSettings(BaseModel):
+    """How a window's distributions are compared with the reference profile."""
+
+    method: Literal["auto", "psi", "js", "chi2"] = Field(
+        "auto", description="auto: chi-square on small windows, else PSI (numeric) and JS (categorical)"
+    )
+    psi: float = Field(0.2, gt=0, description="population stability index above which a feature drifts")
+    js: float = Field(0.1, gt=0, le=1, description="Jensen-Shannon distance above which a feature drifts")
+    p_value: float = Field(0.01, gt=0, lt=1, description="chi-square p-value below which a feature drifts")
+    small_window: int = Field(1000, ge=1, description="windows of at most this many rows use chi-square")
+    learned: bool = Field(
+        True, description="raise each threshold to what sampling noise alone reaches at the window's size"
+    )
+    share: float = Field(0.1, ge=0, le=1, description="share of drifted features above which a window drifts")
+    score_psi: float = Field(0.2, gt=0, description="PSI of the score distribution above which scores drift")
+
+
+class AlertRule(BaseModel):
+    """One alert rule: a window metric, a comparison and for how many windows it must hold."""
+
+    name: str
+    metric: str = Field(description="a metric of `churn monitor show --json`, e.g. drift.share")
+    op: Literal[">", ">=", "<", "<="] = ">"
+    threshold: float
+    severity: Literal["info", "warning", "critical"] = "warning"
+    windows: int = Field(1, ge=1, description="consecutive windows the condition must hold")
+
+
+DEFAULT_RULES = [
+    AlertRule(name="data_drift", metric="drift.share", op=">", threshold=0.1, severity="warning"),
+    AlertRule(name="score_drift", metric="drift.score", op=">", threshold=0.2, severity="warning"),
+    AlertRule(name="realised_auc_drop", metric="realised.roc_auc_drop", threshold=0.05, severity="critical"),
+    AlertRule(name="estimated_auc_drop", metric="estimated.roc_auc_drop", threshold=0.05, severity="warning"),
+    AlertRule(name="no_predictions", metric="hours_since_last_prediction", threshold=24, severity="critical"),
+    AlertRule(name="label_coverage", metric="labels.coverage_due", op="<", threshold=0.5, severity="info"),
+]
+
+
+class MonitoringSettings(BaseModel):
+    """Drift, realised and estimated performance, alerts and where they are sent."""
+
+    label_horizon_days: float = Field(
+        30.0, gt=0, description="an outcome counts for a prediction if observed this many days after it"
+    )
+    drift: DriftSettings = DriftSettings()
+    rules: list[AlertRule] = Field(default_factory=lambda: list(DEFAULT_RULES))
+    webhooks: list[SecretStr] = Field([], description="URLs that get every alert as a JSON POST")
+    webhook_timeout: float = Field(5.0, gt=0, description="seconds a webhook may take to answer")
+    webhook_retries: int = Field(3, ge=0, description="retries of a failing webhook, with backoff")
+    chunk_rows: int = Field(25_000, ge=100, description="prediction log rows read at a time")
+
+
 class Settings(BaseSettings):
     """All settings of churn-mlops; every piece of state lives under `home`."""
 
@@ -101,6 +153,7 @@ class Settings(BaseSettings):
     registry: RegistrySettings = RegistrySettings()
     serving: ServingSettings = ServingSettings()
     batch: BatchSettings = BatchSettings()
+    monitoring: MonitoringSettings = MonitoringSettings()
 
     @property
     def lake_dir(self) -> Path:

@@ -43,7 +43,7 @@ def generate(
 def customers(rng: np.random.Generator, n: int, *, start: int, seed: int, drift: float) -> pl.DataFrame:
     """One block of customers with ids start..start+n-1."""
     contract = _choice(rng, n, CONTRACTS, _shift((0.55, 0.21, 0.24), 0.35 * drift))
-    internet = _choice(rng, n, INTERNET, _shift((0.34, 0.44, 0.22), 0.2 * drift, to=1))
+    internet = _choice(rng, n, INTERNET, _shift((0.34, 0.44, 0.22), 0.35 * drift, to=1))
     has_internet = internet != "No"
     phone = rng.random(n) < 0.9
     multiple = phone & (rng.random(n) < 0.47)

@@ -1,0 +1,1 @@
+"""Monitoring: profiles, drift, realised and estimated performance, alerts."""

@@ -1,0 +1,148 @@
+"""The monitoring job: profile new predictions, compute due windows, fire and send alerts.
+
+`run_monitor` is idempotent: the prediction log is read from a watermark (each row once, its
+counts added to its day's profile), and a window is computed again while anything it reads can
+still change (new predictions on its days, labels within the horizon, an unfinished day).
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable
+from datetime import UTC, date, datetime, timedelta
+from typing import Any, Literal, cast
+
+import polars as pl
+
+from churn_mlops.data.spec import DatasetSpec, Kind
+from churn_mlops.monitoring import tables
+from churn_mlops.monitoring.alerts import alert_json, notify, update_alerts
+from churn_mlops.monitoring.profile import build_profile
+from churn_mlops.monitoring.registry import References
+from churn_mlops.monitoring.store import MonitorStore, StoredProfile
+from churn_mlops.monitoring.windows import ONLINE, compute_window, due_windows
+from churn_mlops.settings import Settings
+
+WindowKind = Literal["1d", "7d"]
+COMMIT_LAG = timedelta(seconds=60)  # PostgreSQL ids are not in commit order: leave recent rows
+Advance = Callable[[int], None]
+
+
+def run_monitor(
+    settings: Settings,
+    spec: DatasetSpec,
+    *,
+    kind: WindowKind = "1d",
+    until: date | None = None,
+    now: datetime | None = None,
+    advance: Advance = lambda n: None,
+) -> dict[str, Any]:
+    """Profile new predictions, compute every due window of `kind`, update and send alerts."""
+    now = now or datetime.now(UTC)
+    store = MonitorStore(settings.serving_database_url)
+    try:
+        with store.lock():
+            references = References(settings)
+            ingested = ingest_predictions(store, references, spec, settings, now, advance)
+            windows = [
+                compute_window(store, references, window, settings, now)
+                for window in due_windows(store, kind, until or now.date(), now, settings, ingested["days"])
+            ]
+            changed = update_alerts(store, settings, kind, now)
+            sent = notify(store, settings)
+            with store.engine.begin() as connection:
+                store.set_state(connection, tables.LAST_RUN, now.isoformat(timespec="seconds"))
+    finally:
+        store.close()
+    return {
+        "predictions_read": ingested["rows"],
+        "predictions_skipped": ingested["skipped"],
+        "windows": windows,
+        "alerts": [alert_json(a) for a in changed],
+        "notifications": sent,
+    }
+
+
+def ingest_predictions(
+    store: MonitorStore,
+    references: References,
+    spec: DatasetSpec,
+    settings: Settings,
+    now: datetime,
+    advance: Advance,
+) -> dict[str, Any]:
+    """Add the log's new rows to their days' profiles and keep their scores for the label join."""
+    watermark = int(store.get_state(tables.WATERMARK) or 0)
+    cutoff = now - (COMMIT_LAG if store.engine.dialect.name != "sqlite" else timedelta(0))
+    days: set[tuple[str, str]] = set()
+    rows = skipped = 0
+    for chunk in store.read_predictions(watermark, settings.monitoring.chunk_rows):
+        ready = chunk.filter(pl.col("at").cum_max() < cutoff)  # stop at the first row too recent
+        if ready.height == 0:
+            break
+        profiles, scores, unknown = _profile_chunk(ready, references, spec)
+        with store.engine.begin() as connection:
+            store.add_profiles(profiles, connection)
+            store.add_scores(scores, connection)
+            store.set_state(connection, tables.WATERMARK, str(ready.get_column("id").max()))
+            _set_last_prediction(store, connection, ready)
+        days |= {(p.day, p.model_version) for p in profiles}
+        rows, skipped = rows + ready.height, skipped + unknown
+        advance(ready.height)
+        if ready.height < chunk.height:
+            break
+    return {"rows": rows, "skipped": skipped, "days": days}
+
+
+def _profile_chunk(
+    chunk: pl.DataFrame, references: References, spec: DatasetSpec
+) -> tuple[list[StoredProfile], pl.DataFrame, int]:
+    inputs = decode_inputs(chunk.get_column("inputs"), spec)
+    frame = pl.concat([chunk.drop("inputs"), inputs], how="horizontal").with_columns(
+        day=pl.col("at").dt.date().cast(pl.String)
+    )
+    profiles, kept, skipped = [], [], 0
+    for (day, version), group in frame.group_by("day", "model_version", maintain_order=True):
+        reference = references.get(str(version))
+        if reference is None:
+            skipped += group.height
+            continue
+        profile = build_profile(group, group["probability"], group["prediction"], reference)
+        profiles.append(StoredProfile(str(day), ONLINE, str(version), profile))
+        kept.append(group)
+    scores = _scores(pl.concat(kept) if kept else frame.clear(), spec.id.name)
+    return profiles, scores, skipped
+
+
+def decode_inputs(inputs: pl.Series, spec: DatasetSpec) -> pl.DataFrame:
+    """The canonical columns of logged request bodies (JSON text), typed by the dataset spec."""
+    types = {Kind.NUMERIC: pl.Float64(), Kind.BOOLEAN: pl.Boolean(), Kind.CATEGORICAL: pl.String()}
+    schema = {spec.id.name: pl.String(), **{c.name: types[c.type] for c in spec.features}}
+    if inputs.len() == 0:
+        return pl.DataFrame(schema=schema)
+    # One newline-delimited document: polars parses it in bulk, 2-3x faster than per-row decoding.
+    lines = inputs.str.join("\n").item().encode()
+    return pl.read_ndjson(io.BytesIO(lines), schema=schema)
+
+
+def _scores(frame: pl.DataFrame, id_column: str) -> pl.DataFrame:
+    return frame.filter(pl.col(id_column).is_not_null()).select(
+        prediction_id=pl.col("id"),
+        customer_id=pl.col(id_column),
+        at_ms=pl.col("at").dt.epoch("ms"),
+        model_version=pl.col("model_version"),
+        probability=pl.col("probability"),
+        prediction=pl.col("prediction"),
+    )
+
+
+def _set_last_prediction(store: MonitorStore, connection: Any, chunk: pl.DataFrame) -> None:
+    latest = cast(datetime, chunk.get_column("at").max())
+    stored = connection.scalar(
+        tables.state.select()
+        .with_only_columns(tables.state.c.value)
+        .where(tables.state.c.name == tables.LAST_PREDICTION)
+    )
+    value = latest.isoformat(timespec="seconds")
+    if stored is None or value > stored:
+        store.set_state(connection, tables.LAST_PREDICTION, value)

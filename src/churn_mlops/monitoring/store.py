@@ -1,0 +1,298 @@
+"""The monitoring store: profiles, scores, labels, window results and alerts in the serving database.
+
+SQLite under CHURN_HOME by default, PostgreSQL by URL; the tables come from Alembic migrations.
+Every write is one transaction, so a run that fails leaves the previous results in place.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import polars as pl
+import sqlalchemy as sa
+
+from churn_mlops.data.sources import create_engine, sqlite_file
+from churn_mlops.errors import ChurnError
+from churn_mlops.monitoring import tables
+from churn_mlops.monitoring.profile import Profile
+from churn_mlops.serving.predtable import predictions_table
+
+
+class MonitorStoreError(ChurnError):
+    """The monitoring store cannot be used: unreachable, or another run holds its lock."""
+
+    exit_code = 8
+
+
+@dataclass(frozen=True)
+class StoredProfile:
+    """A day's profile from one source (the prediction log, or a batch run) for one version."""
+
+    day: str
+    source: str
+    model_version: str
+    profile: Profile
+
+
+def now_text() -> str:
+    """The current UTC time as ISO-8601 text, to the second."""
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+class MonitorStore:
+    """Reads the prediction log and reads and writes the monitoring tables."""
+
+    def __init__(self, url: str) -> None:
+        from churn_mlops.migrations import upgrade
+
+        self.url = url
+        self.engine = create_engine(url)
+        database = sqlite_file(self.engine)
+        if database is not None:
+            database.parent.mkdir(parents=True, exist_ok=True)
+            sa.event.listen(self.engine, "connect", _wait_for_locks)
+        try:
+            upgrade(self.engine)
+        except sa.exc.SQLAlchemyError as exc:
+            raise MonitorStoreError(f"monitoring store at {self.where}: {_first_line(exc)}") from exc
+        self.predictions = predictions_table()
+
+    @property
+    def where(self) -> str:
+        """The database, password hidden."""
+        return self.engine.url.render_as_string(hide_password=True)
+
+    def close(self) -> None:
+        """Release the connections."""
+        self.engine.dispose()
+
+    @contextmanager
+    def lock(self, ttl: timedelta = timedelta(hours=1)) -> Iterator[None]:
+        """Hold the run lock (a row) for the block; a lock older than `ttl` is taken over."""
+        holder = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at": now_text()})
+        self._acquire(holder, ttl)
+        try:
+            yield
+        finally:
+            with self.engine.begin() as connection:
+                connection.execute(tables.state.delete().where(tables.state.c.name == tables.LOCK))
+
+    def _acquire(self, holder: str, ttl: timedelta) -> None:
+        stale = (datetime.now(UTC) - ttl).isoformat(timespec="seconds")
+        with self.engine.begin() as connection:
+            connection.execute(
+                tables.state.delete().where(
+                    tables.state.c.name == tables.LOCK, tables.state.c.updated_at < stale
+                )
+            )
+        try:
+            with self.engine.begin() as connection:
+                connection.execute(
+                    tables.state.insert().values(name=tables.LOCK, value=holder, updated_at=now_text())
+                )
+        except sa.exc.IntegrityError as exc:
+            current = self.get_state(tables.LOCK)
+            raise MonitorStoreError(
+                f"another monitoring run holds the lock ({current}); try again when it ends"
+            ) from exc
+
+    def get_state(self, name: str) -> str | None:
+        """A named state value (a watermark, the last run's time)."""
+        with self.engine.connect() as connection:
+            return connection.scalar(sa.select(tables.state.c.value).where(tables.state.c.name == name))
+
+    def set_state(self, connection: sa.Connection, name: str, value: str) -> None:
+        """Set a state value inside the caller's transaction."""
+        connection.execute(tables.state.delete().where(tables.state.c.name == name))
+        connection.execute(tables.state.insert().values(name=name, value=value, updated_at=now_text()))
+
+    def read_predictions(self, after_id: int, chunk_rows: int) -> Iterator[pl.DataFrame]:
+        """Logged predictions with ids above `after_id`, in id order, `chunk_rows` at a time."""
+        table = self.predictions
+        columns = [table.c.id, table.c.at, table.c.model_version, table.c.inputs, table.c.probability]
+        columns.append(table.c.prediction)
+        names = [c.name for c in columns]
+        while True:
+            query = sa.select(*columns).where(table.c.id > after_id).order_by(table.c.id).limit(chunk_rows)
+            with self.engine.connect() as connection:
+                if not sa.inspect(connection).has_table(table.name):
+                    return
+                rows = connection.execute(query).all()
+            if not rows:
+                return
+            frame = pl.DataFrame(rows, schema=names, orient="row")
+            yield frame.with_columns(pl.col("at").dt.replace_time_zone("UTC"))
+            after_id = int(rows[-1][0])
+
+    def add_profiles(self, profiles: Sequence[StoredProfile], connection: sa.Connection) -> None:
+        """Add profiles to the stored ones of the same day, source and version."""
+        table = tables.profiles
+        for item in profiles:
+            key = (
+                table.c.day == item.day,
+                table.c.source == item.source,
+                table.c.model_version == item.model_version,
+            )
+            stored = connection.scalar(sa.select(table.c.profile).where(*key))
+            profile = item.profile + Profile.from_json(json.loads(stored)) if stored else item.profile
+            connection.execute(table.delete().where(*key))
+            connection.execute(
+                table.insert().values(
+                    day=item.day,
+                    source=item.source,
+                    model_version=item.model_version,
+                    rows=profile.rows,
+                    profile=json.dumps(profile.to_json()),
+                    updated_at=now_text(),
+                )
+            )
+
+    def replace_profile(self, item: StoredProfile) -> None:
+        """Store a profile in place of any of the same day, source and version (a batch run's)."""
+        table = tables.profiles
+        with self.engine.begin() as connection:
+            connection.execute(
+                table.delete().where(
+                    table.c.day == item.day,
+                    table.c.source == item.source,
+                    table.c.model_version == item.model_version,
+                )
+            )
+            self.add_profiles([item], connection)
+
+    def profiles(self, start_day: str, end_day: str) -> list[StoredProfile]:
+        """Stored profiles of the days in [start_day, end_day)."""
+        table = tables.profiles
+        query = sa.select(table.c.day, table.c.source, table.c.model_version, table.c.profile).where(
+            table.c.day >= start_day, table.c.day < end_day
+        )
+        with self.engine.connect() as connection:
+            rows = connection.execute(query.order_by(table.c.day)).all()
+        return [StoredProfile(r[0], r[1], r[2], Profile.from_json(json.loads(r[3]))) for r in rows]
+
+    def profile_days(self) -> list[tuple[str, str]]:
+        """Every (day, model version) with a stored profile."""
+        table = tables.profiles
+        query = sa.select(table.c.day, table.c.model_version).distinct()
+        with self.engine.connect() as connection:
+            return [(r[0], r[1]) for r in connection.execute(query.order_by(table.c.day))]
+
+    def add_scores(self, frame: pl.DataFrame, connection: sa.Connection) -> None:
+        """Keep the scores of predictions with a customer id, for the label join."""
+        if frame.height:
+            connection.execute(tables.scores.insert(), frame.to_dicts())
+
+    def scored(self, version: str, start_ms: int, end_ms: int) -> int:
+        """Predictions with a customer id by `version` in [start_ms, end_ms)."""
+        s = tables.scores
+        query = sa.select(sa.func.count()).where(
+            s.c.model_version == version, s.c.at_ms >= start_ms, s.c.at_ms < end_ms
+        )
+        with self.engine.connect() as connection:
+            return int(connection.scalar(query) or 0)
+
+    def labelled(
+        self, version: str, start_ms: int, end_ms: int, horizon_ms: int, chunk_rows: int
+    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+        """(probabilities, decisions, outcomes) of the window's predictions that have an outcome:
+        each matched with the first outcome observed in (at, at + horizon]."""
+        s, lab = tables.scores, tables.labels
+        rank = sa.func.row_number().over(partition_by=s.c.prediction_id, order_by=lab.c.observed_ms)
+        joined = (
+            sa.select(s.c.probability, s.c.prediction, lab.c.churned, rank.label("rank"))
+            .join(
+                lab,
+                sa.and_(
+                    lab.c.customer_id == s.c.customer_id,
+                    lab.c.observed_ms > s.c.at_ms,
+                    lab.c.observed_ms <= s.c.at_ms + horizon_ms,
+                ),
+            )
+            .where(s.c.model_version == version, s.c.at_ms >= start_ms, s.c.at_ms < end_ms)
+            .subquery()
+        )
+        query = sa.select(joined.c.probability, joined.c.prediction, joined.c.churned).where(
+            joined.c.rank == 1
+        )
+        with self.engine.connect() as connection:
+            result = connection.execution_options(yield_per=chunk_rows).execute(query)
+            for part in result.partitions():
+                values = np.array([tuple(row) for row in part], dtype=np.float64)
+                yield values[:, 0], values[:, 1], values[:, 2]
+
+    def add_labels(self, frame: pl.DataFrame, source: str) -> tuple[int, int]:
+        """Store outcomes (customer_id, churned, observed_ms); (added, already known) counts.
+
+        An outcome already stored for the same customer and time is a duplicate, not an error.
+        """
+        table, ingested = tables.labels, now_text()
+        added = 0
+        with self.engine.begin() as connection:
+            existing = _existing_labels(connection, frame)
+            fresh = frame.join(existing, on=["customer_id", "observed_ms"], how="anti").unique(
+                ["customer_id", "observed_ms"], keep="first", maintain_order=True
+            )
+            rows = fresh.with_columns(source=pl.lit(source), ingested_at=pl.lit(ingested)).to_dicts()
+            for start in range(0, len(rows), 10_000):
+                connection.execute(table.insert(), rows[start : start + 10_000])
+            added = len(rows)
+        return added, frame.height - added
+
+    def save_window(self, row: dict[str, Any], connection: sa.Connection) -> None:
+        """Store a window's results in place of earlier ones."""
+        w = tables.windows
+        connection.execute(
+            w.delete().where(
+                w.c.kind == row["kind"],
+                w.c.start_day == row["start_day"],
+                w.c.model_version == row["model_version"],
+            )
+        )
+        connection.execute(w.insert().values(**row))
+
+    def windows(self, kind: str | None = None) -> list[dict[str, Any]]:
+        """Stored window results, oldest first."""
+        w = tables.windows
+        query = sa.select(w).order_by(w.c.start_day, w.c.model_version)
+        if kind is not None:
+            query = query.where(w.c.kind == kind)
+        with self.engine.connect() as connection:
+            return [dict(r._mapping) for r in connection.execute(query)]
+
+    def alerts(self, state: str | None = None) -> list[dict[str, Any]]:
+        """Stored alerts, newest window first."""
+        a = tables.alerts
+        query = sa.select(a).order_by(a.c.window_start.desc(), a.c.rule)
+        if state is not None:
+            query = query.where(a.c.state == state)
+        with self.engine.connect() as connection:
+            return [dict(r._mapping) for r in connection.execute(query)]
+
+
+def _existing_labels(connection: sa.Connection, frame: pl.DataFrame) -> pl.DataFrame:
+    table = tables.labels
+    ids = frame.get_column("customer_id").unique().to_list()
+    found: list[tuple[str, int]] = []
+    for start in range(0, len(ids), 5_000):
+        query = sa.select(table.c.customer_id, table.c.observed_ms).where(
+            table.c.customer_id.in_(ids[start : start + 5_000])
+        )
+        found += [(r[0], r[1]) for r in connection.execute(query)]
+    return pl.DataFrame(found, schema={"customer_id": pl.String, "observed_ms": pl.Int64}, orient="row")
+
+
+def _wait_for_locks(dbapi_connection: Any, _record: Any) -> None:
+    """Wait up to 30 s for the server's writes instead of failing at once (SQLite)."""
+    dbapi_connection.execute("PRAGMA busy_timeout=30000")
+
+
+def _first_line(exc: BaseException) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

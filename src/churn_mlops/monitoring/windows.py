@@ -1,0 +1,196 @@
+"""Windows: which are due, and the drift, quality and performance of one, stored with its result.
+
+A window is whole UTC days (`1d`) or a week from Monday (`7d`) for one model version. Its
+result is computed from the stored day profiles and the label join, never the raw log.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from typing import Any
+
+from churn_mlops.models.economics import BusinessCosts
+from churn_mlops.monitoring.drift import drift_report, quality_report
+from churn_mlops.monitoring.performance import expected_counts, metrics, realised_counts
+from churn_mlops.monitoring.profile import Profile, total
+from churn_mlops.monitoring.reference import Reference
+from churn_mlops.monitoring.registry import References
+from churn_mlops.monitoring.store import MonitorStore
+from churn_mlops.settings import Settings
+
+ONLINE = "online"
+DAY_MS = 86_400_000
+
+
+@dataclass(frozen=True)
+class Window:
+    """A window of whole UTC days for one model version."""
+
+    kind: str
+    start: date
+    end: date
+    model_version: str
+
+    @property
+    def start_ms(self) -> int:
+        """The start as epoch milliseconds."""
+        return _ms(self.start)
+
+    @property
+    def end_ms(self) -> int:
+        """The end (exclusive) as epoch milliseconds."""
+        return _ms(self.end)
+
+
+def due_windows(
+    store: MonitorStore,
+    kind: str,
+    until: date,
+    now: datetime,
+    settings: Settings,
+    touched: set[tuple[str, str]],
+) -> list[Window]:
+    """Windows up to `until` that were never computed, or whose inputs may have changed since."""
+    horizon = timedelta(days=settings.monitoring.label_horizon_days)
+    computed = {(w["start_day"], w["model_version"]): w["computed_at"] for w in store.windows(kind)}
+    planned: dict[tuple[date, str], Window] = {}
+    for day_text, version in store.profile_days():
+        day = date.fromisoformat(day_text)
+        if day > until:
+            continue
+        start = day if kind == "1d" else day - timedelta(days=day.weekday())
+        planned[(start, version)] = Window(
+            kind, start, start + timedelta(days=1 if kind == "1d" else 7), version
+        )
+    dirty = {
+        (w.start, w.model_version)
+        for w in planned.values()
+        for d, v in touched
+        if v == w.model_version and w.start <= date.fromisoformat(d) < w.end
+    }
+    due = []
+    for key, window in sorted(planned.items()):
+        stamp = computed.get((window.start.isoformat(), window.model_version))
+        settled = _at(window.end) + horizon
+        if stamp is None or key in dirty or datetime.fromisoformat(stamp) < settled:
+            due.append(window)
+    return due
+
+
+def compute_window(
+    store: MonitorStore, references: References, window: Window, settings: Settings, now: datetime
+) -> dict[str, Any]:
+    """Drift, data quality and performance of one window; stored and returned."""
+    reference = references.get(window.model_version)
+    assert reference is not None  # only profiled versions have profiles
+    stored = [
+        p
+        for p in store.profiles(window.start.isoformat(), window.end.isoformat())
+        if p.model_version == window.model_version
+    ]
+    profile = total((p.profile for p in stored), reference)
+    sources: dict[str, int] = {}
+    for p in stored:
+        sources[p.source] = sources.get(p.source, 0) + p.profile.rows
+    result = {
+        "kind": window.kind,
+        "start": window.start.isoformat(),
+        "end": window.end.isoformat(),
+        "model_version": window.model_version,
+        "complete": _at(window.end) <= now,
+        "predictions": profile.rows,
+        "sources": sources,
+        "drift": drift_report(profile, reference, settings.monitoring.drift),
+        "quality": quality_report(profile, reference),
+        "performance": _performance(store, window, profile, reference, settings, now, sources.get(ONLINE, 0)),
+    }
+    _save(store, result, now)
+    return result
+
+
+def _performance(
+    store: MonitorStore,
+    window: Window,
+    profile: Profile,
+    reference: Reference,
+    settings: Settings,
+    now: datetime,
+    online: int,
+) -> dict[str, Any]:
+    monitoring, training = settings.monitoring, settings.training
+    costs = BusinessCosts(training.offer_cost, training.saved_value, training.success_rate)
+    horizon_ms = int(monitoring.label_horizon_days * DAY_MS)
+    pairs = store.labelled(
+        window.model_version, window.start_ms, window.end_ms, horizon_ms, monitoring.chunk_rows
+    )
+    counts = realised_counts(pairs)
+    due = _at(window.end) + timedelta(days=monitoring.label_horizon_days) <= now
+    return {
+        "labels": int(counts.total),
+        "with_customer_id": store.scored(window.model_version, window.start_ms, window.end_ms),
+        "coverage": counts.total / online if online else None,
+        "labels_due": due,
+        "test": {k: reference.test_metrics.get(k) for k in ("roc_auc", "pr_auc", "precision", "recall")},
+        "realised": metrics(counts, costs),
+        "estimated": metrics(expected_counts(profile), costs),
+    }
+
+
+def _save(store: MonitorStore, result: dict[str, Any], now: datetime) -> None:
+    realised = result["performance"]["realised"] or {}
+    estimated = result["performance"]["estimated"] or {}
+    row = {
+        "kind": result["kind"],
+        "start_day": result["start"],
+        "end_day": result["end"],
+        "model_version": result["model_version"],
+        "predictions": result["predictions"],
+        "drift_share": result["drift"]["share"],
+        "drifted": result["drift"]["drifted"],
+        "realised_roc_auc": realised.get("roc_auc"),
+        "estimated_roc_auc": estimated.get("roc_auc"),
+        "coverage": result["performance"]["coverage"],
+        "result": json.dumps(result),
+        "computed_at": now.isoformat(timespec="seconds"),
+    }
+    with store.engine.begin() as connection:
+        store.save_window(row, connection)
+
+
+def window_metrics(result: dict[str, Any]) -> dict[str, float | None]:
+    """The flat metrics of a window that alert rules name (`drift.share`, `realised.roc_auc`, ...)."""
+    drift, performance = result["drift"], result["performance"]
+    values: dict[str, float | None] = {
+        "drift.share": drift["share"],
+        "drift.score": drift["score"]["value"],
+        "predictions": result["predictions"],
+        "labels.coverage": performance["coverage"],
+        "labels.coverage_due": performance["coverage"] if performance["labels_due"] else None,
+    }
+    for feature in drift["features"]:
+        for stat in ("psi", "js"):
+            values[f"drift.features.{feature['feature']}.{stat}"] = feature.get(stat)
+        values[f"drift.features.{feature['feature']}.drifted"] = float(feature["drifted"])
+    test_auc = performance["test"].get("roc_auc")
+    for source in ("realised", "estimated"):
+        figures = performance[source] or {}
+        for name, value in figures.items():
+            values[f"{source}.{name}"] = value
+        auc = figures.get("roc_auc")
+        values[f"{source}.roc_auc_drop"] = (
+            test_auc - auc if auc is not None and test_auc is not None else None
+        )
+    quality = result["quality"]
+    values["quality.missing"] = max(quality["missing"].values(), default=0.0)
+    values["quality.unknown_category"] = max(quality["unknown_category"].values(), default=0.0)
+    return values
+
+
+def _at(day: date) -> datetime:
+    return datetime(day.year, day.month, day.day, tzinfo=UTC)
+
+
+def _ms(day: date) -> int:
+    return int(_at(day).timestamp() * 1000)
