@@ -22,6 +22,7 @@ from churn_mlops.data.validation import validate
 from churn_mlops.errors import ChecksumError, ConfigError, ModelNotFoundError
 from churn_mlops.models.artifacts import load_predictor, predictor_from_files
 from churn_mlops.models.registry import Registry
+from churn_mlops.monitoring.store import MonitorStore
 from churn_mlops.serving.app import create_app
 from churn_mlops.settings import BatchSettings, ServingSettings, Settings, get_settings
 from tests.integration.serving_fixtures import TrainedHome
@@ -145,8 +146,9 @@ def test_api_local_and_spark_scores_agree(
     spark: Any, home: TrainedHome, telco_csv: Path, bad_csv: Path, tmp_path: Path, which: str
 ) -> None:
     source = telco_csv if which == "telco" else bad_csv
-    runs = {
-        engine: _score(
+    runs, profiles = {}, {}
+    for engine in ("local", "spark"):
+        runs[engine] = _score(
             source,
             tmp_path / f"{engine}.parquet",
             "--engine",
@@ -158,9 +160,12 @@ def test_api_local_and_spark_scores_agree(
             "--top-output",
             str(tmp_path / f"top-{engine}.csv"),
         )
-        for engine in ("local", "spark")
-    }
+        profiles[engine] = _batch_profile(home)
     local, spark_run = runs["local"], runs["spark"]
+    sums = {engine: profile.pop("decided_sum") for engine, profile in profiles.items()}
+    assert profiles["local"] == profiles["spark"], "Spark's partial profiles add up to the local one"
+    assert sums["local"] == pytest.approx(sums["spark"], rel=1e-12)
+    assert profiles["local"]["rows"] == local["rows_scored"]
     api = _api_probabilities(home, source)
     by_engine = {engine: _probabilities(run["output"]) for engine, run in runs.items()}
     assert by_engine["local"].keys() == by_engine["spark"].keys() == api.keys()
@@ -182,6 +187,17 @@ def test_api_local_and_spark_scores_agree(
         assert spark.read.csv(str(source)).rdd.getNumPartitions() > 1, "rows numbered across partitions"
     else:
         assert local["rows_quarantined"] == spark_run["rows_quarantined"] == 0
+
+
+def _batch_profile(home: TrainedHome) -> dict[str, Any]:
+    """The monitoring profile the last batch run stored for RUN_DATE."""
+    store = MonitorStore(f"sqlite:///{home.home / 'serving.db'}")
+    try:
+        stored = [p for p in store.profiles(RUN_DATE, "2026-11-30") if p.source == "batch"]
+    finally:
+        store.close()
+    assert len(stored) == 1
+    return stored[0].profile.to_json()
 
 
 @pytest.mark.slow

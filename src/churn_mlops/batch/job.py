@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -14,6 +15,8 @@ from churn_mlops.batch.summary import RunTotals
 from churn_mlops.data.sources import Source
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.settings import Settings
+
+logger = logging.getLogger(__name__)
 
 Engine = Literal["local", "spark"]
 
@@ -36,9 +39,11 @@ def score_customers(
 ) -> dict[str, Any]:
     """Score the whole source with the chosen model and engine; return the run summary."""
     from churn_mlops.models.registry import Registry
+    from churn_mlops.monitoring.registry import References
 
     registry = Registry(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
     info, predictor = registry.load(request.model)
+    reference = References(settings).get(info.version)
     predictor = predictor.with_threads(settings.batch.num_threads)
     scored_at = datetime.now(UTC)
     run_date = request.run_date or scored_at.date()
@@ -50,6 +55,7 @@ def score_customers(
         scored_at,
         settings.batch.horizon_months,
         settings.batch.value_column,
+        reference,
     )
     totals = RunTotals(top_k=request.top_k)
     stamp = scored_at.strftime("%Y%m%dT%H%M%SZ")
@@ -78,6 +84,7 @@ def score_customers(
             advance=advance,
         )
     top_path = _write_top(totals, request, settings, run_date)
+    profiled = _store_profile(totals, settings, run_date, info.version)
     return {
         "engine": request.engine,
         "model_version": info.version,
@@ -93,7 +100,28 @@ def score_customers(
         "scores": totals.distribution(),
         "quarantine_path": str(quarantine.written) if quarantine.written else None,
         "top_path": str(top_path) if top_path else None,
+        "monitoring": profiled,
     }
+
+
+def _store_profile(totals: RunTotals, settings: Settings, run_date: date, version: str) -> str:
+    """Keep the run's profile for drift monitoring (as the run date's batch profile); a store that
+    cannot take it costs the monitoring, not the scores."""
+    from churn_mlops.errors import ChurnError
+    from churn_mlops.monitoring.store import MonitorStore, StoredProfile
+
+    if totals.profile is None:
+        return "not profiled: the model version has no reference profile"
+    try:
+        store = MonitorStore(settings.serving_database_url)
+        try:
+            store.replace_profile(StoredProfile(run_date.isoformat(), "batch", version, totals.profile))
+        finally:
+            store.close()
+    except ChurnError as exc:
+        logger.warning("batch run not profiled for monitoring: %s", exc)
+        return f"not profiled: {exc}"
+    return f"profiled as the batch profile of {run_date.isoformat()}"
 
 
 def _write_top(totals: RunTotals, request: BatchRequest, settings: Settings, run_date: date) -> Path | None:

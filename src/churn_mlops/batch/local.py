@@ -53,7 +53,7 @@ def drain(
         for scored in iterator:
             writer.write(scored.scores)
             quarantine.write(scored.quarantine)
-            totals.add(scored.scores, scored.quarantine.height, scored.rows_in)
+            totals.add(scored.scores, scored.quarantine.height, scored.rows_in, scored.profile)
         check_totals(totals, spec.max_quarantine_fraction)
         writer.commit()
     except BaseException:

@@ -16,6 +16,8 @@ from churn_mlops.data.normalize import ROW
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.data.validation import validate
 from churn_mlops.models.artifacts import Predictor
+from churn_mlops.monitoring.profile import Profile, build_profile
+from churn_mlops.monitoring.reference import Reference
 
 SCORE_COLUMNS = (
     "customer_id",
@@ -40,6 +42,7 @@ class ScoringContext:
     scored_at: datetime
     horizon_months: float
     value_column: str | None
+    reference: Reference | None = None  # profile the scored rows against it, for monitoring
 
 
 @dataclass(frozen=True)
@@ -49,6 +52,7 @@ class ScoredBatch:
     scores: pl.DataFrame
     quarantine: pl.DataFrame
     rows_in: int
+    profile: Profile | None = None
 
 
 def score_batch(raw: pl.DataFrame, context: ScoringContext, *, first_row: int = 1) -> ScoredBatch:
@@ -58,7 +62,12 @@ def score_batch(raw: pl.DataFrame, context: ScoringContext, *, first_row: int = 
     unlabelled = raw.drop(context.spec.target.source_names, strict=False)
     result = validate(unlabelled, _per_batch(context.spec), require_target=False)
     quarantine = result.quarantine.with_columns(pl.col(ROW) + (first_row - 1))
-    return ScoredBatch(score_valid(result.valid, context), quarantine, raw.height)
+    scores = score_valid(result.valid, context)
+    profile = None
+    if context.reference is not None:
+        probabilities, decisions = scores.get_column("churn_probability"), scores.get_column("prediction")
+        profile = build_profile(result.valid, probabilities, decisions, context.reference)
+    return ScoredBatch(scores, quarantine, raw.height, profile)
 
 
 def _per_batch(spec: DatasetSpec) -> DatasetSpec:

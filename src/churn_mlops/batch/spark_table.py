@@ -1,7 +1,8 @@
 """The table the Spark engine's executors write and its driver reads back.
 
 Each executor writes one union table per partition: the scores, the quarantined rows encoded as
-JSON, or one row carrying the ChurnError that stopped it, all tagged with the partition number.
+JSON and one row per batch with its monitoring profile (JSON), or one row carrying the ChurnError
+that stopped it, all tagged with the partition number.
 The driver reads the Parquet parts back in partition order and turns them into the local
 engine's ScoredBatches, with source row numbers.
 """
@@ -20,8 +21,9 @@ from churn_mlops import errors
 from churn_mlops.batch.scoring import SCORE_COLUMNS, ScoredBatch, empty_scores
 from churn_mlops.data.normalize import ROW
 from churn_mlops.errors import ChurnError
+from churn_mlops.monitoring.profile import Profile
 
-PART, QUARANTINED, FAILED = "_part", "_quarantined", "_failed"
+PART, QUARANTINED, FAILED, PROFILE = "_part", "_quarantined", "_failed", "_profile"
 _SPARK_TYPES: dict[object, str] = {
     pl.String: "string",
     pl.Float64: "double",
@@ -40,7 +42,10 @@ def encode(part: int, scored: ScoredBatch) -> pl.DataFrame:
         if rows.height
         else pl.DataFrame(schema={QUARANTINED: pl.String})
     )
-    frame = pl.concat([scored.scores, quarantined], how="diagonal_relaxed")
+    parts = [scored.scores, quarantined]
+    if scored.profile is not None:
+        parts.append(pl.DataFrame({PROFILE: [json.dumps(scored.profile.to_json())]}))
+    frame = pl.concat(parts, how="diagonal_relaxed")
     return conform(frame.with_columns(pl.lit(part, pl.Int32).alias(PART)))
 
 
@@ -51,7 +56,13 @@ def failure(part: int, exc: ChurnError) -> pl.DataFrame:
 
 
 def _output_schema() -> dict[str, pl.DataType]:
-    return {PART: pl.Int32(), **empty_scores().schema, QUARANTINED: pl.String(), FAILED: pl.String()}
+    return {
+        PART: pl.Int32(),
+        **empty_scores().schema,
+        QUARANTINED: pl.String(),
+        FAILED: pl.String(),
+        PROFILE: pl.String(),
+    }
 
 
 def conform(frame: pl.DataFrame) -> pl.DataFrame:
@@ -76,8 +87,9 @@ def read_back(folder: Path, batch_rows: int, first_row: int) -> Iterator[ScoredB
             frame = arrow_frame(batch)
             if frame.height and frame.item(0, PART) != part:
                 part, base = frame.item(0, PART), seen
-            yield _decode(frame, base)
-            seen += frame.height
+            decoded = _decode(frame, base)
+            yield decoded
+            seen += decoded.rows_in
 
 
 def _decode(frame: pl.DataFrame, base: int) -> ScoredBatch:
@@ -85,9 +97,15 @@ def _decode(frame: pl.DataFrame, base: int) -> ScoredBatch:
     failed = frame.get_column(FAILED).drop_nulls()
     if failed.len():
         raise _executor_error(json.loads(failed.item(0)))
-    quarantined = frame.get_column(QUARANTINED)
-    scores = frame.filter(quarantined.is_null()).select(SCORE_COLUMNS).cast(empty_scores().schema)
-    return ScoredBatch(scores, _quarantined_rows(quarantined.drop_nulls(), base), frame.height)
+    profiles = frame.get_column(PROFILE).drop_nulls()
+    rows = frame.filter(pl.col(PROFILE).is_null())
+    quarantined = rows.get_column(QUARANTINED)
+    scores = rows.filter(quarantined.is_null()).select(SCORE_COLUMNS).cast(empty_scores().schema)
+    profile = None
+    for document in profiles:
+        part = Profile.from_json(json.loads(document))
+        profile = part if profile is None else profile + part
+    return ScoredBatch(scores, _quarantined_rows(quarantined.drop_nulls(), base), rows.height, profile)
 
 
 def _quarantined_rows(encoded: pl.Series, base: int) -> pl.DataFrame:

@@ -8,6 +8,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from churn_mlops.monitoring.profile import Profile
+
 BINS = np.linspace(0.0, 1.0, 101)
 
 
@@ -23,9 +25,14 @@ class RunTotals:
     counts: np.ndarray = field(default_factory=lambda: np.zeros(len(BINS) - 1, dtype=np.int64))
     risk: dict[str, int] = field(default_factory=lambda: {"high": 0, "medium": 0, "low": 0})
     top: pl.DataFrame | None = None
+    profile: Profile | None = None
 
-    def add(self, scores: pl.DataFrame, quarantined: int, rows_in: int) -> None:
+    def add(
+        self, scores: pl.DataFrame, quarantined: int, rows_in: int, profile: Profile | None = None
+    ) -> None:
         """Count one batch in."""
+        if profile is not None:
+            self.profile = profile if self.profile is None else self.profile + profile
         self.rows_in += rows_in
         self.rows_scored += scores.height
         self.rows_quarantined += quarantined
