@@ -12,11 +12,13 @@ import logging
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
 from churn_mlops.data.spec import DatasetSpec, load_spec
 from churn_mlops.errors import ChurnError
+from churn_mlops.monitoring.gauges import MonitoringCollector
 from churn_mlops.serving.direct import DirectDispatch
 from churn_mlops.serving.keys import KeyStore
 from churn_mlops.serving.metrics import Metrics
@@ -85,11 +87,14 @@ def create_app(
         state["services"] = services
         await _initial_load(services.holder, metrics)
         poller = _start_polling(services.holder, metrics, settings.serving.reload_poll_seconds)
+        monitoring = _monitoring_gauges(settings, metrics)
         try:
             yield
         finally:
             if poller is not None:
                 poller.cancel()
+            metrics.extra.remove(monitoring)
+            monitoring.engine.dispose()
             services.predlog.close()
             await services.limiter.close()
 
@@ -136,6 +141,15 @@ async def _initial_load(holder: ModelHolder, metrics: Metrics) -> None:
     except ChurnError as exc:
         logger.error("no model loaded, not ready: %s", exc)
     freeze_heap()
+
+
+def _monitoring_gauges(settings: Settings, metrics: Metrics) -> MonitoringCollector:
+    """Export the monitoring store's latest results on /metrics."""
+    collector = MonitoringCollector(
+        sa.create_engine(settings.serving_database_url, poolclass=sa.pool.NullPool)
+    )
+    metrics.extra.append(collector)
+    return collector
 
 
 def _start_polling(holder: ModelHolder, metrics: Metrics, seconds: float) -> asyncio.Task[None] | None:

@@ -10,6 +10,7 @@ import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest, multiprocess
+from prometheus_client.registry import Collector
 
 LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
@@ -20,6 +21,7 @@ class Metrics:
 
     def __init__(self) -> None:
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
+        self.extra: list[Collector] = []  # collectors read at scrape time (the monitoring results)
         self.registry = None if self.multiprocess else CollectorRegistry()
         registry = self.registry
         self.requests = Counter(
@@ -82,7 +84,15 @@ class Metrics:
     def exposition(self) -> bytes:
         """The text exposition format of every metric, across workers when multiprocess."""
         if self.registry is not None:
-            return generate_latest(self.registry)
+            return generate_latest(self.registry) + self._extra()
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)  # type: ignore[no-untyped-call]
+        return generate_latest(registry) + self._extra()
+
+    def _extra(self) -> bytes:
+        if not self.extra:
+            return b""
+        registry = CollectorRegistry(auto_describe=False)
+        for collector in self.extra:
+            registry.register(collector)
         return generate_latest(registry)

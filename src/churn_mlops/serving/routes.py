@@ -2,6 +2,7 @@
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures, whose
 # request model is built at run time from the dataset spec.
+import asyncio
 import gc
 import logging
 import time
@@ -143,7 +144,8 @@ class Routes:
         @app.get("/metrics", include_in_schema=False)
         async def metrics() -> Response:
             """Prometheus metrics."""
-            return Response(self.metrics.exposition(), media_type="text/plain; version=0.0.4")
+            exposition = await asyncio.to_thread(self.metrics.exposition)  # may read the monitoring store
+            return Response(exposition, media_type="text/plain; version=0.0.4")
 
         @app.post("/admin/reload")
         async def reload(request: Request, key: admin_key) -> dict[str, Any]:
