@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Literal
 
@@ -12,6 +11,7 @@ import polars as pl
 from sklearn.metrics import average_precision_score, brier_score_loss, log_loss, roc_auc_score
 
 from churn_mlops.models.economics import BusinessCosts
+from churn_mlops.models.slices import slice_labels
 
 FloatArray = npt.NDArray[np.float64]
 ThresholdRule = Literal["f1", "value"]
@@ -19,7 +19,6 @@ BootstrapMetric = Literal["roc_auc", "pr_auc", "brier"]
 Scorer = Callable[[FloatArray, FloatArray, FloatArray], FloatArray]
 
 _EPS = 1e-15
-_MISSING = "missing"
 _CHUNK_CELLS = 4_000_000  # bootstrap weight cells held at once, so memory stays flat on large data
 
 
@@ -110,7 +109,7 @@ def slice_metrics(
             raise ValueError(f"slice column {column!r} is not in the frame")
         edges = slices[column]
         series = frame.get_column(column)
-        labels, order = _categories(series) if edges is None else _bands(series, edges)
+        labels, order = slice_labels(series, edges)
         for label in order:
             mask = labels == label
             if mask.any():
@@ -198,27 +197,6 @@ def _decision_metrics(y: FloatArray, predicted: npt.NDArray[np.bool_]) -> dict[s
         "f1": 2.0 * tp / (predicted_pos + actual_pos) if predicted_pos + actual_pos else 0.0,
         "accuracy": float(np.mean(predicted == (y == 1.0))),
     }
-
-
-def _categories(series: pl.Series) -> tuple[npt.NDArray[np.object_], list[str]]:
-    """Each row's category label and the labels in sorted order, nulls last as 'missing'."""
-    labels = series.cast(pl.String).fill_null(_MISSING).to_numpy().astype(object)
-    order = series.unique().sort(nulls_last=True).cast(pl.String).fill_null(_MISSING).to_list()
-    return labels, order
-
-
-def _bands(series: pl.Series, edges: Sequence[float]) -> tuple[npt.NDArray[np.object_], list[str]]:
-    """Each row's band label ('<a', 'a-b', '>=z') and the labels in band order, nulls last as 'missing'."""
-    bounds = np.asarray(edges, dtype=np.float64)
-    if bounds.ndim != 1 or bounds.size == 0 or np.any(np.diff(bounds) <= 0):
-        raise ValueError(f"band edges for {series.name!r} must be non-empty and increasing, got {edges}")
-    if not series.dtype.is_numeric():
-        raise ValueError(f"column {series.name!r} is {series.dtype}, not numeric; give None for categories")
-    middle = [f"{lo:g}-{hi:g}" for lo, hi in itertools.pairwise(bounds)]
-    order = [f"<{bounds[0]:g}", *middle, f">={bounds[-1]:g}", _MISSING]
-    values = series.cast(pl.Float64).fill_null(np.nan).to_numpy()
-    index = np.where(np.isnan(values), len(order) - 1, np.searchsorted(bounds, values, side="right"))
-    return np.asarray(order, dtype=object)[index], order
 
 
 def _slice_row(column: str, label: str, y: FloatArray, p: FloatArray, threshold: float) -> dict[str, object]:
