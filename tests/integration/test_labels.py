@@ -15,7 +15,9 @@ from churn_mlops.cli import app
 from churn_mlops.data.spec import load_spec
 from churn_mlops.monitoring import tables
 from churn_mlops.monitoring.labels import parse_labels
+from churn_mlops.monitoring.performance import ClassCounts, add_by_slice
 from churn_mlops.monitoring.store import MonitorStore
+from churn_mlops.settings import get_settings
 
 HOUR_MS = 3_600_000
 DAY_MS = 24 * HOUR_MS
@@ -46,7 +48,9 @@ def add_labels(store: MonitorStore, rows: list[tuple[str, bool, int]]) -> tuple[
 def joined(store: MonitorStore, horizon_days: float = 30) -> list[tuple[float, float, float]]:
     batches = store.labelled("1", T0 - DAY_MS, T0 + DAY_MS, int(horizon_days * DAY_MS), 1000)
     return sorted(
-        (float(p), float(d), float(y)) for ps, ds, ys in batches for p, d, y in zip(ps, ds, ys, strict=True)
+        (float(p), float(d), float(y))
+        for ps, ds, ys, _ in batches
+        for p, d, y in zip(ps, ds, ys, strict=True)
     )
 
 
@@ -79,7 +83,7 @@ def test_the_first_outcome_after_a_prediction_wins_and_duplicates_are_counted(st
     assert add_labels(store, [("c1", False, T0 + 5 * DAY_MS), ("c2", True, T0)]) == (1, 1)
     # The first prediction's first outcome is "stayed"; the second prediction's is "churned".
     batches = store.labelled("1", T0 - DAY_MS, T0 + 11 * DAY_MS, 30 * DAY_MS, 1000)
-    pairs = sorted((float(p), float(y)) for ps, _, ys in batches for p, y in zip(ps, ys, strict=True))
+    pairs = sorted((float(p), float(y)) for ps, _, ys, _ in batches for p, y in zip(ps, ys, strict=True))
     assert pairs == [(0.7, 0.0), (0.9, 1.0)]
     with store.engine.connect() as connection:
         assert len(connection.execute(tables.labels.select()).all()) == 3
@@ -160,3 +164,36 @@ def test_labels_without_an_outcome_column_are_refused_by_name(tmp_path: Path, ch
     result = CliRunner().invoke(app, ["labels", "ingest", "--source", str(source)])
     assert result.exit_code == 4
     assert "no column for the outcome (churned)" in result.output
+
+
+def test_realised_figures_per_slice_count_each_prediction_in_its_slices(store: MonitorStore) -> None:
+    keys = ['{"keys": ["contract=One year", "tenure=<12"]}', '{"keys": ["contract=Two year", "tenure=<12"]}']
+    rows = [(i, f"c{i}", T0 + i, (i % 10) / 10 + 0.05, int(i % 10 >= 5)) for i in range(40)]
+    frame = pl.DataFrame(
+        rows, schema=["prediction_id", "customer_id", "at_ms", "probability", "prediction"], orient="row"
+    ).with_columns(model_version=pl.lit("1"), slices=pl.Series([keys[i % 2] for i in range(40)]))
+    with store.engine.begin() as connection:
+        store.add_scores(frame, connection)
+    add_labels(store, [(f"c{i}", i % 3 == 0, T0 + DAY_MS) for i in range(40)])
+    by_slice: dict[str, ClassCounts] = {}
+    for batch in store.labelled("1", T0 - DAY_MS, T0 + DAY_MS, 30 * DAY_MS, 7):
+        add_by_slice(by_slice, batch.slices, batch.probabilities, batch.decisions, batch.outcomes)
+    assert sorted(by_slice) == ["contract=One year", "contract=Two year", "tenure=<12"]
+    assert by_slice["tenure=<12"].total == 40
+    one_year = [r for r in rows if r[0] % 2 == 0]
+    expected = ClassCounts.empty()
+    expected.add([r[3] for r in one_year], [r[4] for r in one_year], [r[0] % 3 == 0 for r in one_year])
+    assert by_slice["contract=One year"].positives.tolist() == expected.positives.tolist()
+    assert (by_slice["contract=One year"].tp, by_slice["contract=One year"].fn) == (expected.tp, expected.fn)
+
+
+def test_an_unreachable_store_is_a_one_line_error(churn_home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CHURN_SERVING__DATABASE_URL", "postgresql://nobody@127.0.0.1:9/none")
+    get_settings.cache_clear()
+    for command in (["monitor", "run"], ["monitor", "show"], ["alerts", "list"]):
+        result = CliRunner().invoke(app, command)
+        assert result.exit_code == 8, result.output
+        assert result.output.startswith(
+            "error: monitoring store at postgresql+psycopg://nobody@127.0.0.1:9/none"
+        )
+        assert result.output.count("\n") == 1

@@ -88,6 +88,13 @@ def test_undrifted_traffic_fires_no_drift_and_estimates_match_labels(
     estimated = [w["performance"]["estimated"]["roc_auc"] for w in labelled]
     assert abs(sum(realised) / len(realised) - sum(estimated) / len(estimated)) < 0.02
     assert all(abs(r - e) < 0.05 for r, e in zip(realised, estimated, strict=True))
+    for window in labelled:
+        slices = {s["slice"]: s for s in window["performance"]["slices"]}
+        contracts = [s for key, s in slices.items() if key.startswith("contract=")]
+        assert sum(s["predictions"] for s in contracts) == window["predictions"]
+        assert sum(s["labels"] for s in contracts) == window["performance"]["labels"]
+        assert slices["contract=Month-to-month"]["realised"]["roc_auc"] is not None
+        assert {"tenure=<12", "tenure=12-24", "tenure=24-48", "tenure=>=48"} <= slices.keys()
     complete = [w for w in labelled if w["performance"]["coverage"] is not None]
     assert max(w["performance"]["coverage"] for w in complete) == pytest.approx(1.0)
 
@@ -112,6 +119,21 @@ def test_a_second_run_reads_nothing_twice_and_keeps_one_alert_per_window(
         store.close()
     keys = [(a["rule"], a["kind"], a["window_start"], a["model_version"]) for a in stored]
     assert len(keys) == len(set(keys)) > 0
+
+
+@pytest.mark.slow
+def test_a_week_is_the_sum_of_its_days(monitored_home: TrainedHome, tmp_path: Path) -> None:
+    settings = settings_for(monitored_home, sqlite_url(tmp_path))
+    spec = load_spec()
+    simulate(settings, spec, days=12, per_day=1000, drift_from_day=6, drift=0.6, now=NOW)
+    days = run_monitor(settings, spec, kind="1d", now=NOW)["windows"]
+    weeks = run_monitor(settings, spec, kind="7d", now=NOW)["windows"]
+    assert [w["start"] for w in weeks] == ["2026-11-23", "2026-11-30", "2026-12-07"]  # Mondays
+    for week in weeks:
+        inside = [d for d in days if week["start"] <= d["start"] < week["end"]]
+        assert week["predictions"] == sum(d["predictions"] for d in inside)
+        assert week["performance"]["labels"] == sum(d["performance"]["labels"] for d in inside)
+    assert set(weeks[1]["drift"]["drifted_features"]) >= DRIFTED
 
 
 def test_an_alert_fires_once_and_resolves_when_a_later_window_clears(tmp_path: Path) -> None:

@@ -219,15 +219,26 @@ def test_the_profile_of_a_window_is_the_sum_of_its_parts(
 ) -> None:
     scores = _scores(window, 4)
     decisions = (scores >= 0.5).astype(np.int64)
-    whole = build_profile(window, scores, decisions, reference)
+    slices = {"contract": None, "tenure": [12.0, 24.0, 48.0]}
+    whole = build_profile(window, scores, decisions, reference, slices)
     order = np.random.default_rng([SEED, parts]).permutation(window.height)
     pieces = [
-        build_profile(window[rows], scores[rows], decisions[rows], reference)
+        build_profile(window[rows], scores[rows], decisions[rows], reference, slices)
         for rows in np.array_split(order, parts)
     ]
     summed = total(pieces, reference)
     _assert_same(summed, whole)
     assert summed.decided_sum == pytest.approx(whole.decided_sum, rel=1e-12)
+    assert summed.slices.keys() == whole.slices.keys()
+    for key, counts in whole.slices.items():
+        assert summed.slices[key].scores.tolist() == counts.scores.tolist(), key
+        assert summed.slices[key].decisions.tolist() == counts.decisions.tolist(), key
+    month_to_month = window.get_column("contract") == "Month-to-month"
+    assert whole.slices["contract=Month-to-month"].decisions.sum() == month_to_month.sum()
+    tenure_bands = [
+        counts.decisions.sum() for key, counts in whole.slices.items() if key.startswith("tenure=")
+    ]
+    assert sum(tenure_bands) == window.height
     added = pieces[0]
     for piece in pieces[1:]:
         added = added + piece

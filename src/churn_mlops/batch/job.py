@@ -56,6 +56,7 @@ def score_customers(
         settings.batch.horizon_months,
         settings.batch.value_column,
         reference,
+        settings.training.slices,
     )
     totals = RunTotals(top_k=request.top_k)
     stamp = scored_at.strftime("%Y%m%dT%H%M%SZ")

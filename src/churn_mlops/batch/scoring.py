@@ -16,7 +16,7 @@ from churn_mlops.data.normalize import ROW
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.data.validation import validate
 from churn_mlops.models.artifacts import Predictor
-from churn_mlops.monitoring.profile import Profile, build_profile
+from churn_mlops.monitoring.profile import Profile, Slices, build_profile
 from churn_mlops.monitoring.reference import Reference
 
 SCORE_COLUMNS = (
@@ -43,6 +43,7 @@ class ScoringContext:
     horizon_months: float
     value_column: str | None
     reference: Reference | None = None  # profile the scored rows against it, for monitoring
+    slices: Slices | None = None  # and per slice
 
 
 @dataclass(frozen=True)
@@ -66,7 +67,7 @@ def score_batch(raw: pl.DataFrame, context: ScoringContext, *, first_row: int = 
     profile = None
     if context.reference is not None:
         probabilities, decisions = scores.get_column("churn_probability"), scores.get_column("prediction")
-        profile = build_profile(result.valid, probabilities, decisions, context.reference)
+        profile = build_profile(result.valid, probabilities, decisions, context.reference, context.slices)
     return ScoredBatch(scores, quarantine, raw.height, profile)
 
 

@@ -62,7 +62,10 @@ def run_command(
     _windows_table(
         summary["windows"], f"Windows computed ({summary['predictions_read']:,} new predictions read)"
     )
-    _alerts_table(summary["alerts"], "Alerts changed")
+    _alert_changes(summary["alerts"])
+    sent = summary["notifications"]
+    if sent["sent"] or sent["failed"]:
+        typer.echo(f"webhooks: {sent['sent']} sent, {sent['failed']} failed (retried next run)", err=True)
     if summary["predictions_skipped"]:
         typer.echo(
             f"{summary['predictions_skipped']:,} predictions of versions missing from the registry skipped",
@@ -78,11 +81,13 @@ def show_command(
 ) -> None:
     """The stored results of the latest windows: drift, data quality, realised and estimated performance."""
     from churn_mlops.monitoring.store import MonitorStore
+    from churn_mlops.monitoring.tables import LAST_RUN
 
     store = MonitorStore(get_settings().serving_database_url)
     try:
-        rows = store.windows(window.value)[-last:]
-        last_run = store.get_state("last_run_at")
+        with store.errors():
+            rows = store.windows(window.value)[-last:]
+            last_run = store.get_state(LAST_RUN)
     finally:
         store.close()
     results = [json.loads(r["result"]) | {"computed_at": r["computed_at"]} for r in rows]
@@ -109,7 +114,8 @@ def list_command(
         raise typer.BadParameter("use firing or resolved", param_hint="--state")
     store = MonitorStore(get_settings().serving_database_url)
     try:
-        rows = store.alerts(state)
+        with store.errors():
+            rows = store.alerts(state)
     finally:
         store.close()
     if as_json:
@@ -197,6 +203,19 @@ def _windows_table(results: list[dict[str, Any]], title: str) -> None:
         )
     columns = ["window", "model", "predictions", "drift share", "drifted features", "score PSI"]
     table(title, [*columns, "ROC AUC realised", "estimated", "label coverage"], rows)
+
+
+def _alert_changes(alerts: list[dict[str, Any]]) -> None:
+    """The changed alerts: each one if few, else a count per rule and state."""
+    if len(alerts) <= 10:
+        _alerts_table(alerts, "Alerts changed")
+        return
+    counts: dict[tuple[str, str, str], int] = {}
+    for alert in alerts:
+        key = (alert["state"], alert["severity"], alert["rule"])
+        counts[key] = counts.get(key, 0) + 1
+    rows = [(*key, n) for key, n in sorted(counts.items())]
+    table("Alerts changed (`churn alerts list` shows each)", ["state", "severity", "rule", "windows"], rows)
 
 
 def _alerts_table(alerts: list[dict[str, Any]], title: str) -> None:

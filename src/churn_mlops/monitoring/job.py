@@ -17,7 +17,7 @@ import polars as pl
 from churn_mlops.data.spec import DatasetSpec, Kind
 from churn_mlops.monitoring import tables
 from churn_mlops.monitoring.alerts import alert_json, notify, update_alerts
-from churn_mlops.monitoring.profile import build_profile
+from churn_mlops.monitoring.profile import Slices, build_profile, slice_keys
 from churn_mlops.monitoring.registry import References
 from churn_mlops.monitoring.store import MonitorStore, StoredProfile
 from churn_mlops.monitoring.windows import ONLINE, compute_window, due_windows
@@ -41,7 +41,7 @@ def run_monitor(
     now = now or datetime.now(UTC)
     store = MonitorStore(settings.serving_database_url)
     try:
-        with store.lock():
+        with store.errors(), store.lock():
             references = References(settings)
             ingested = ingest_predictions(store, references, spec, settings, now, advance)
             windows = [
@@ -80,7 +80,7 @@ def ingest_predictions(
         ready = chunk.filter(pl.col("at").cum_max() < cutoff)  # stop at the first row too recent
         if ready.height == 0:
             break
-        profiles, scores, unknown = _profile_chunk(ready, references, spec)
+        profiles, scores, unknown = _profile_chunk(ready, references, spec, settings.training.slices)
         with store.engine.begin() as connection:
             store.add_profiles(profiles, connection)
             store.add_scores(scores, connection)
@@ -95,7 +95,7 @@ def ingest_predictions(
 
 
 def _profile_chunk(
-    chunk: pl.DataFrame, references: References, spec: DatasetSpec
+    chunk: pl.DataFrame, references: References, spec: DatasetSpec, slices: Slices
 ) -> tuple[list[StoredProfile], pl.DataFrame, int]:
     inputs = decode_inputs(chunk.get_column("inputs"), spec)
     frame = pl.concat([chunk.drop("inputs"), inputs], how="horizontal").with_columns(
@@ -107,10 +107,10 @@ def _profile_chunk(
         if reference is None:
             skipped += group.height
             continue
-        profile = build_profile(group, group["probability"], group["prediction"], reference)
+        profile = build_profile(group, group["probability"], group["prediction"], reference, slices)
         profiles.append(StoredProfile(str(day), ONLINE, str(version), profile))
         kept.append(group)
-    scores = _scores(pl.concat(kept) if kept else frame.clear(), spec.id.name)
+    scores = _scores(pl.concat(kept) if kept else frame.clear(), spec.id.name, slices)
     return profiles, scores, skipped
 
 
@@ -125,15 +125,26 @@ def decode_inputs(inputs: pl.Series, spec: DatasetSpec) -> pl.DataFrame:
     return pl.read_ndjson(io.BytesIO(lines), schema=schema)
 
 
-def _scores(frame: pl.DataFrame, id_column: str) -> pl.DataFrame:
-    return frame.filter(pl.col(id_column).is_not_null()).select(
+def _scores(frame: pl.DataFrame, id_column: str, slices: Slices) -> pl.DataFrame:
+    """The rows with a customer id, for the label join, with their slice keys as JSON."""
+    identified = frame.filter(pl.col(id_column).is_not_null())
+    keys = [
+        pl.Series(column, values, dtype=pl.String)
+        for column, values in slice_keys(identified, slices).items()
+    ]
+    encoded = (
+        pl.select(pl.struct(pl.concat_list(keys).alias("keys")).struct.json_encode()).to_series()
+        if keys and identified.height
+        else pl.Series([None] * identified.height, dtype=pl.String)
+    )
+    return identified.select(
         prediction_id=pl.col("id"),
         customer_id=pl.col(id_column),
         at_ms=pl.col("at").dt.epoch("ms"),
         model_version=pl.col("model_version"),
         probability=pl.col("probability"),
         prediction=pl.col("prediction"),
-    )
+    ).with_columns(slices=encoded)
 
 
 def _set_last_prediction(store: MonitorStore, connection: Any, chunk: pl.DataFrame) -> None:

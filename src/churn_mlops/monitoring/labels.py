@@ -38,16 +38,17 @@ def ingest_labels(source: Source, spec: DatasetSpec, settings: Settings) -> dict
     totals = {"rows_in": 0, "added": 0, "duplicates": 0, "quarantined": 0, "unknown_customers": 0}
     bad: list[pl.DataFrame] = []
     try:
-        first_row = 1
-        for raw in iter_source(source, BATCH_ROWS):
-            good, quarantined = parse_labels(raw, spec, now, first_row=first_row)
-            added, known = store.add_labels(good, source.describe()) if good.height else (0, 0)
-            totals["unknown_customers"] += _unknown(store, good)
-            totals["rows_in"] += raw.height
-            totals["added"], totals["duplicates"] = totals["added"] + added, totals["duplicates"] + known
-            totals["quarantined"] += quarantined.height
-            bad += [quarantined] if quarantined.height else []
-            first_row += raw.height
+        with store.errors():
+            first_row = 1
+            for raw in iter_source(source, BATCH_ROWS):
+                good, quarantined = parse_labels(raw, spec, now, first_row=first_row)
+                added, known = store.add_labels(good, source.describe()) if good.height else (0, 0)
+                totals["unknown_customers"] += _unknown(store, good)
+                totals["rows_in"] += raw.height
+                totals["added"], totals["duplicates"] = totals["added"] + added, totals["duplicates"] + known
+                totals["quarantined"] += quarantined.height
+                bad += [quarantined] if quarantined.height else []
+                first_row += raw.height
     finally:
         store.close()
     if totals["rows_in"] == 0:

@@ -9,15 +9,16 @@ that of scores rounded to three decimals (within about 1e-3 of the exact one).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import numpy.typing as npt
+import polars as pl
 
 from churn_mlops.models.economics import BusinessCosts
-from churn_mlops.monitoring.profile import Profile
+from churn_mlops.monitoring.profile import Profile, ScoreCounts
 from churn_mlops.monitoring.reference import SCORE_BINS
 
 FloatArray = npt.NDArray[np.float64]
@@ -60,7 +61,7 @@ class ClassCounts:
         return float(self.positives.sum() + self.negatives.sum())
 
 
-def expected_counts(profile: Profile) -> ClassCounts:
+def expected_counts(profile: Profile | ScoreCounts) -> ClassCounts:
     """What the labels should look like if the calibrated probabilities are right (CBPE)."""
     scores = profile.scores.astype(np.float64)
     rows = profile.decisions.astype(np.float64)
@@ -81,6 +82,25 @@ def realised_counts(batches: Iterable[tuple[FloatArray, FloatArray, FloatArray]]
     for probabilities, decisions, labels in batches:
         counts.add(probabilities, decisions, labels)
     return counts
+
+
+def add_by_slice(
+    counts: dict[str, ClassCounts],
+    keys: Sequence[str | None],
+    probabilities: FloatArray,
+    decisions: FloatArray,
+    labels: FloatArray,
+) -> None:
+    """Count labelled predictions into their slices; `keys` holds each row's slice keys as JSON
+    ({"keys": ["contract=One year", ...]}, or None for a row without slices)."""
+    decoded = pl.Series("keys", keys, dtype=pl.String).str.json_decode(
+        pl.Struct({"keys": pl.List(pl.String)})
+    )
+    rows = pl.DataFrame({"key": decoded.struct.field("keys")}).with_row_index("row").explode("key")
+    for (key,), group in rows.drop_nulls("key").group_by("key"):
+        index = group.get_column("row").to_numpy()
+        slice_counts = counts.setdefault(str(key), ClassCounts.empty())
+        slice_counts.add(probabilities[index], decisions[index], labels[index])
 
 
 def metrics(counts: ClassCounts, costs: BusinessCosts) -> dict[str, Any] | None:

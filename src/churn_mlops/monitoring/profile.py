@@ -1,14 +1,15 @@
 """Profiles, the unit of monitoring: counts in the reference's bins that add up.
 
 A profile of a set of predictions holds, per feature, counts in the champion's reference bins
-(plus missing, and out-of-range or unknown-category counts), a fine score histogram, and the
-decision counts. Profiles of disjoint sets add up, so a week is the sum of its days and a Spark
-job's partitions are summed on the driver; nothing after the profile needs the rows again.
+(plus missing, and out-of-range or unknown-category counts), a fine score histogram and the
+decision counts, overall and per slice (contract, tenure band, ...). Profiles of disjoint sets
+add up, so a week is the sum of its days and a Spark job's partitions are summed on the
+driver; nothing after the profile needs the rows again.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -16,9 +17,12 @@ import numpy as np
 import numpy.typing as npt
 import polars as pl
 
+from churn_mlops.models.slices import slice_labels
 from churn_mlops.monitoring.reference import SCORE_BINS, NumericReference, Reference
 
 IntArray = npt.NDArray[np.int64]
+FloatArray = npt.NDArray[np.float64]
+Slices = Mapping[str, Sequence[float] | None]  # column: band edges, or None for its categories
 MAX_UNKNOWN_VALUES = 20  # unseen categories named per feature; the rest are only counted
 
 
@@ -48,6 +52,52 @@ class FeatureCounts:
 
 
 @dataclass
+class ScoreCounts:
+    """Scores of some predictions: a fine histogram, the decisions, the probabilities' sum per decision."""
+
+    scores: IntArray
+    decisions: IntArray
+    decided_sum: FloatArray
+
+    @classmethod
+    def of(cls, probabilities: npt.ArrayLike, decisions: npt.ArrayLike) -> ScoreCounts:
+        """The counts of these probabilities and 0/1 decisions."""
+        p = np.asarray(probabilities, dtype=np.float64)
+        d = np.asarray(decisions, dtype=np.int64)
+        fine = np.minimum((p * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
+        return cls(
+            np.bincount(fine, minlength=SCORE_BINS).astype(np.int64),
+            np.bincount(d, minlength=2)[:2].astype(np.int64),
+            np.asarray(np.bincount(d, weights=p, minlength=2)[:2], dtype=np.float64),
+        )
+
+    def __add__(self, other: ScoreCounts) -> ScoreCounts:
+        return ScoreCounts(
+            self.scores + other.scores, self.decisions + other.decisions, self.decided_sum + other.decided_sum
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready document, the histogram sparse."""
+        return {
+            "scores": _sparse(self.scores),
+            "decisions": self.decisions.tolist(),
+            "decided_sum": self.decided_sum.tolist(),
+        }
+
+    @classmethod
+    def from_json(cls, document: dict[str, Any]) -> ScoreCounts:
+        """Counts from their JSON document."""
+        scores = _zeros(SCORE_BINS)
+        for index, count in document["scores"].items():
+            scores[int(index)] = count
+        return cls(
+            scores,
+            np.asarray(document["decisions"], dtype=np.int64),
+            np.asarray(document["decided_sum"], dtype=np.float64),
+        )
+
+
+@dataclass
 class Profile:
     """Counts of one set of predictions in one reference's bins."""
 
@@ -55,7 +105,8 @@ class Profile:
     features: dict[str, FeatureCounts]
     scores: IntArray
     decisions: IntArray
-    decided_sum: npt.NDArray[np.float64]  # sum of the probabilities of each decision
+    decided_sum: FloatArray  # sum of the probabilities of each decision
+    slices: dict[str, ScoreCounts] = field(default_factory=dict)  # by "column=label"
 
     @classmethod
     def empty(cls, reference: Reference) -> Profile:
@@ -68,12 +119,16 @@ class Profile:
 
     def __add__(self, other: Profile) -> Profile:
         names = self.features.keys() | other.features.keys()
+        slices = dict(self.slices)
+        for key, counts in other.slices.items():
+            slices[key] = slices[key] + counts if key in slices else counts
         return Profile(
             self.rows + other.rows,
             {name: _add(self.features.get(name), other.features.get(name)) for name in names},
             self.scores + other.scores,
             self.decisions + other.decisions,
             self.decided_sum + other.decided_sum,
+            slices,
         )
 
     def to_json(self) -> dict[str, Any]:
@@ -89,9 +144,8 @@ class Profile:
                 }
                 for name, f in self.features.items()
             },
-            "scores": _sparse(self.scores),
-            "decisions": self.decisions.tolist(),
-            "decided_sum": self.decided_sum.tolist(),
+            **ScoreCounts(self.scores, self.decisions, self.decided_sum).to_json(),
+            "slices": {key: counts.to_json() for key, counts in self.slices.items()},
         }
 
     @classmethod
@@ -103,15 +157,14 @@ class Profile:
             )
             for name, f in document["features"].items()
         }
-        scores = _zeros(SCORE_BINS)
-        for index, count in document["scores"].items():
-            scores[int(index)] = count
+        scored = ScoreCounts.from_json(document)
         return cls(
             int(document["rows"]),
             features,
-            scores,
-            np.asarray(document["decisions"], dtype=np.int64),
-            np.asarray(document["decided_sum"], dtype=np.float64),
+            scored.scores,
+            scored.decisions,
+            scored.decided_sum,
+            {key: ScoreCounts.from_json(c) for key, c in document.get("slices", {}).items()},
         )
 
 
@@ -124,24 +177,48 @@ def total(profiles: Iterable[Profile], reference: Reference) -> Profile:
 
 
 def build_profile(
-    frame: pl.DataFrame, probabilities: npt.ArrayLike, decisions: npt.ArrayLike, reference: Reference
+    frame: pl.DataFrame,
+    probabilities: npt.ArrayLike,
+    decisions: npt.ArrayLike,
+    reference: Reference,
+    slices: Slices | None = None,
 ) -> Profile:
     """The profile of predictions: canonical input columns, their probabilities and decisions."""
     p = np.asarray(probabilities, dtype=np.float64)
     d = np.asarray(decisions, dtype=np.int64)
+    scored = ScoreCounts.of(p, d)
     features = {name: _numeric(_column(frame, name), ref) for name, ref in reference.numeric.items()}
     features |= {
         name: _categorical(_column(frame, name), ref.categories)
         for name, ref in reference.categorical.items()
     }
-    fine = np.minimum((p * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
     return Profile(
-        rows=frame.height,
-        features=features,
-        scores=np.bincount(fine, minlength=SCORE_BINS).astype(np.int64),
-        decisions=np.bincount(d, minlength=2)[:2].astype(np.int64),
-        decided_sum=np.asarray(np.bincount(d, weights=p, minlength=2)[:2], dtype=np.float64),
+        frame.height,
+        features,
+        scored.scores,
+        scored.decisions,
+        scored.decided_sum,
+        _slices(frame, p, d, slices),
     )
+
+
+def slice_keys(frame: pl.DataFrame, slices: Slices) -> dict[str, npt.NDArray[np.object_]]:
+    """For each slice column in the frame, each row's key ("contract=One year", "tenure=12-24")."""
+    keys = {}
+    for column, edges in slices.items():
+        if column in frame.columns:
+            labels, _ = slice_labels(frame.get_column(column), edges)
+            keys[column] = np.char.add(f"{column}=", labels.astype(str)).astype(object)
+    return keys
+
+
+def _slices(frame: pl.DataFrame, p: FloatArray, d: IntArray, slices: Slices | None) -> dict[str, ScoreCounts]:
+    counts = {}
+    for keys in slice_keys(frame, slices or {}).values():
+        for key in np.unique(keys):
+            mask = keys == key
+            counts[str(key)] = ScoreCounts.of(p[mask], d[mask])
+    return counts
 
 
 def _column(frame: pl.DataFrame, name: str) -> pl.Series:
@@ -183,4 +260,5 @@ def _zeros(n: int) -> IntArray:
 
 
 def _sparse(counts: IntArray) -> dict[str, int]:
+    """Non-zero bins by index, as JSON keys."""
     return {str(i): int(counts[i]) for i in np.flatnonzero(counts)}

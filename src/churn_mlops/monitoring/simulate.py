@@ -54,19 +54,20 @@ def simulate(
     rng = np.random.default_rng(seed)
     predictions = labels = 0
     try:
-        insert = Insert(store.engine, predictions_table())
-        for index in range(days):
-            day = now.date() - timedelta(days=days - 1 - index)
-            shifted = drift if drift_from_day is not None and index >= drift_from_day else 0.0
-            frame = _customers(spec, per_day, seed * 100_000 + index, shifted)
-            at = _times(rng, day, frame.height, now)
-            logged = _log_rows(frame, at, predictor, info.version, spec, store.engine.dialect.name)
-            with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                insert.commit(connection, logged)
-            outcomes = _labels(frame, at, spec, label_delay_days, now)
-            labels += store.add_labels(outcomes, source="simulator")[0]
-            predictions += len(logged)
-            advance(len(logged))
+        with store.errors():
+            insert = Insert(store.engine, predictions_table())
+            for index in range(days):
+                day = now.date() - timedelta(days=days - 1 - index)
+                shifted = drift if drift_from_day is not None and index >= drift_from_day else 0.0
+                frame = _customers(spec, per_day, seed * 100_000 + index, shifted)
+                at = _times(rng, day, frame.height, now)
+                logged = _log_rows(frame, at, predictor, info.version, spec, store.engine.dialect.name)
+                with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+                    insert.commit(connection, logged)
+                outcomes = _labels(frame, at, spec, label_delay_days, now)
+                labels += store.add_labels(outcomes, source="simulator")[0]
+                predictions += len(logged)
+                advance(len(logged))
     finally:
         store.close()
     return {

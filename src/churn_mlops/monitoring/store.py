@@ -13,7 +13,7 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import polars as pl
@@ -30,6 +30,15 @@ class MonitorStoreError(ChurnError):
     """The monitoring store cannot be used: unreachable, or another run holds its lock."""
 
     exit_code = 8
+
+
+class Labelled(NamedTuple):
+    """Labelled predictions: probabilities, decisions, outcomes (1 churned) and slice keys (JSON)."""
+
+    probabilities: np.ndarray
+    decisions: np.ndarray
+    outcomes: np.ndarray
+    slices: list[str | None]
 
 
 @dataclass(frozen=True)
@@ -64,6 +73,15 @@ class MonitorStore:
         except sa.exc.SQLAlchemyError as exc:
             raise MonitorStoreError(f"monitoring store at {self.where}: {_first_line(exc)}") from exc
         self.predictions = predictions_table()
+
+    @contextmanager
+    def errors(self) -> Iterator[None]:
+        """Turn a database error in the block into a one-line MonitorStoreError naming the store."""
+        driver_error = self.engine.dialect.loaded_dbapi.Error  # raised where SQL runs on a raw cursor
+        try:
+            yield
+        except (sa.exc.SQLAlchemyError, driver_error) as exc:
+            raise MonitorStoreError(f"monitoring store at {self.where}: {_first_line(exc)}") from exc
 
     @property
     def where(self) -> str:
@@ -201,13 +219,13 @@ class MonitorStore:
 
     def labelled(
         self, version: str, start_ms: int, end_ms: int, horizon_ms: int, chunk_rows: int
-    ) -> Iterator[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-        """(probabilities, decisions, outcomes) of the window's predictions that have an outcome:
-        each matched with the first outcome observed in (at, at + horizon]."""
+    ) -> Iterator[Labelled]:
+        """The window's predictions that have an outcome, each matched with the first outcome
+        observed in (at, at + horizon], `chunk_rows` at a time."""
         s, lab = tables.scores, tables.labels
         rank = sa.func.row_number().over(partition_by=s.c.prediction_id, order_by=lab.c.observed_ms)
         joined = (
-            sa.select(s.c.probability, s.c.prediction, lab.c.churned, rank.label("rank"))
+            sa.select(s.c.probability, s.c.prediction, lab.c.churned, s.c.slices, rank.label("rank"))
             .join(
                 lab,
                 sa.and_(
@@ -219,14 +237,14 @@ class MonitorStore:
             .where(s.c.model_version == version, s.c.at_ms >= start_ms, s.c.at_ms < end_ms)
             .subquery()
         )
-        query = sa.select(joined.c.probability, joined.c.prediction, joined.c.churned).where(
-            joined.c.rank == 1
-        )
+        columns = (joined.c.probability, joined.c.prediction, joined.c.churned, joined.c.slices)
+        query = sa.select(*columns).where(joined.c.rank == 1)
         with self.engine.connect() as connection:
             result = connection.execution_options(yield_per=chunk_rows).execute(query)
             for part in result.partitions():
-                values = np.array([tuple(row) for row in part], dtype=np.float64)
-                yield values[:, 0], values[:, 1], values[:, 2]
+                rows = [tuple(row) for row in part]
+                values = np.array([row[:3] for row in rows], dtype=np.float64)
+                yield Labelled(values[:, 0], values[:, 1], values[:, 2], [row[3] for row in rows])
 
     def add_labels(self, frame: pl.DataFrame, source: str) -> tuple[int, int]:
         """Store outcomes (customer_id, churned, observed_ms); (added, already known) counts.
@@ -295,4 +313,5 @@ def _wait_for_locks(dbapi_connection: Any, _record: Any) -> None:
 
 
 def _first_line(exc: BaseException) -> str:
+    exc = getattr(exc, "orig", None) or exc  # the driver's message, without SQLAlchemy's SQL dump
     return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

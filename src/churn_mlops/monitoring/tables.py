@@ -43,6 +43,7 @@ scores = sa.Table(
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("probability", sa.Float, nullable=False),
     sa.Column("prediction", sa.SmallInteger, nullable=False),
+    sa.Column("slices", sa.Text),  # {"keys": ["contract=One year", "tenure=12-24"]}
     sa.Index("ix_monitor_scores_version_at", "model_version", "at_ms"),
     sa.Index("ix_monitor_scores_customer", "customer_id"),
 )

@@ -13,7 +13,7 @@ from typing import Any
 
 from churn_mlops.models.economics import BusinessCosts
 from churn_mlops.monitoring.drift import drift_report, quality_report
-from churn_mlops.monitoring.performance import expected_counts, metrics, realised_counts
+from churn_mlops.monitoring.performance import ClassCounts, add_by_slice, expected_counts, metrics
 from churn_mlops.monitoring.profile import Profile, total
 from churn_mlops.monitoring.reference import Reference
 from churn_mlops.monitoring.registry import References
@@ -122,10 +122,12 @@ def _performance(
     monitoring, training = settings.monitoring, settings.training
     costs = BusinessCosts(training.offer_cost, training.saved_value, training.success_rate)
     horizon_ms = int(monitoring.label_horizon_days * DAY_MS)
-    pairs = store.labelled(
+    counts, by_slice = ClassCounts.empty(), dict[str, ClassCounts]()
+    for batch in store.labelled(
         window.model_version, window.start_ms, window.end_ms, horizon_ms, monitoring.chunk_rows
-    )
-    counts = realised_counts(pairs)
+    ):
+        counts.add(batch.probabilities, batch.decisions, batch.outcomes)
+        add_by_slice(by_slice, batch.slices, batch.probabilities, batch.decisions, batch.outcomes)
     due = _at(window.end) + timedelta(days=monitoring.label_horizon_days) <= now
     return {
         "labels": int(counts.total),
@@ -135,6 +137,16 @@ def _performance(
         "test": {k: reference.test_metrics.get(k) for k in ("roc_auc", "pr_auc", "precision", "recall")},
         "realised": metrics(counts, costs),
         "estimated": metrics(expected_counts(profile), costs),
+        "slices": [
+            {
+                "slice": key,
+                "predictions": int(scored.decisions.sum()),
+                "labels": int(by_slice[key].total) if key in by_slice else 0,
+                "realised": metrics(by_slice[key], costs) if key in by_slice else None,
+                "estimated": metrics(expected_counts(scored), costs),
+            }
+            for key, scored in sorted(profile.slices.items())
+        ],
     }
 
 

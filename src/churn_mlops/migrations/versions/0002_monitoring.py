@@ -42,6 +42,7 @@ def upgrade() -> None:
         sa.Column("model_version", sa.String(32), nullable=False),
         sa.Column("probability", sa.Float(), nullable=False),
         sa.Column("prediction", sa.SmallInteger(), nullable=False),
+        sa.Column("slices", sa.Text()),
     )
     op.create_index("ix_monitor_scores_version_at", "monitor_scores", ["model_version", "at_ms"])
     op.create_index("ix_monitor_scores_customer", "monitor_scores", ["customer_id"])
