@@ -5,6 +5,11 @@ edges formats errors for humans beyond the message itself.
 """
 
 
+def first_line(exc: BaseException) -> str:
+    """An exception's message, its first line only (drivers add pages of context)."""
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+
+
 class ChurnError(Exception):
     """Base of every error churn-mlops raises on purpose."""
 

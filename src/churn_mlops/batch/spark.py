@@ -47,7 +47,7 @@ from churn_mlops.batch.scoring import ScoredBatch, ScoringContext, score_batch
 from churn_mlops.batch.spark_table import arrow_frame, encode, failure, read_back, spark_schema
 from churn_mlops.batch.summary import RunTotals
 from churn_mlops.data.sources import CSV_SUFFIXES, PARQUET_SUFFIXES, Source, iter_source, parquet_files
-from churn_mlops.errors import ChecksumError, ChurnError, ConfigError, SourceError
+from churn_mlops.errors import ChecksumError, ChurnError, ConfigError, SourceError, first_line
 from churn_mlops.models.artifacts import CHECKSUMS_FILE, Predictor, predictor_from_files
 from churn_mlops.settings import BatchSettings, Settings
 
@@ -127,7 +127,7 @@ def _start(master: str) -> SparkSession:
         spark = builder.getOrCreate()
     except (PySparkException, Py4JError, OSError) as exc:
         raise ConfigError(
-            f"cannot start Spark on {master} ({_first_line(exc)}); it needs Java 17 or later"
+            f"cannot start Spark on {master} ({first_line(exc)}); it needs Java 17 or later"
         ) from exc
     spark.sparkContext.setLogLevel("WARN")
     logger.info("Spark %s on %s started in %.1f s", spark.version, master, time.perf_counter() - started)
@@ -333,9 +333,4 @@ def _translate(exc: Exception, source: Source) -> ChurnError:
     for kind in ("FAILED_READ_FILE", "PATH_NOT_FOUND", "UNABLE_TO_INFER_SCHEMA"):
         if kind in found:
             return SourceError(f"{source.describe()}: cannot read ({found[kind]})")
-    return ChurnError(f"the Spark job failed: {next(iter(found.values()), _first_line(exc))}")
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    return ChurnError(f"the Spark job failed: {next(iter(found.values()), first_line(exc))}")

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
-from datetime import date
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from churn_mlops.cli.data import JsonOption, QueryOption, SpecOption, TableOption, dataset_spec_from
+from churn_mlops.cli.data import (
+    JsonOption,
+    QueryOption,
+    SpecOption,
+    TableOption,
+    dataset_spec_from,
+    parse_date,
+)
 from churn_mlops.cli.output import ChurnGroup, print_json, progress, table
 from churn_mlops.data.sources import Source
 from churn_mlops.settings import get_settings
@@ -62,7 +68,7 @@ def score_command(
         target=Source(output, table=output_table),
         model=model,
         engine="spark" if engine is EngineChoice.SPARK else "local",
-        run_date=_date(run_date),
+        run_date=parse_date(run_date, "--run-date"),
         top_k=top,
         top_output=top_output,
     )
@@ -72,15 +78,6 @@ def score_command(
         print_json(summary)
     else:
         _show(summary)
-
-
-def _date(text: str | None) -> date | None:
-    if text is None:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{text!r} is not a date like 2026-11-29", param_hint="--run-date") from exc
 
 
 def _show(summary: dict[str, Any]) -> None:

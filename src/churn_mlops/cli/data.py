@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import date
 from pathlib import Path
 from typing import Annotated
 
@@ -28,6 +29,16 @@ QueryOption = Annotated[str | None, typer.Option("--query", help="SQL query to r
 SpecOption = Annotated[Path | None, typer.Option(help="Dataset spec YAML (default: built-in Telco spec).")]
 UnlabelledOption = Annotated[bool, typer.Option(help="Accept data without the target column.")]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+
+
+def parse_date(text: str | None, option: str) -> date | None:
+    """A YYYY-MM-DD option's date; a clear usage error naming the option if it is not one."""
+    if text is None:
+        return None
+    try:
+        return date.fromisoformat(text)
+    except ValueError as exc:
+        raise typer.BadParameter(f"{text!r} is not a date like 2026-11-29", param_hint=option) from exc
 
 
 def dataset_spec_from(path: Path | None) -> DatasetSpec:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from datetime import date
 from enum import StrEnum
 from typing import Annotated, Any
 
@@ -16,6 +15,7 @@ from churn_mlops.cli.data import (
     SpecOption,
     TableOption,
     dataset_spec_from,
+    parse_date,
 )
 from churn_mlops.cli.output import ChurnGroup, print_json, progress, table
 from churn_mlops.data.sources import Source
@@ -54,7 +54,11 @@ def run_command(
 
     with progress("reading the prediction log") as advance:
         summary = run_monitor(
-            get_settings(), dataset_spec_from(spec), kind=window.value, until=_date(until), advance=advance
+            get_settings(),
+            dataset_spec_from(spec),
+            kind=window.value,
+            until=parse_date(until, "--until"),
+            advance=advance,
         )
     if as_json:
         print_json(summary)
@@ -150,7 +154,10 @@ def simulate_command(
         int | None,
         typer.Option(min=0, help="Days as trained before the mix drifts (15: the 16th day drifts first)."),
     ] = None,
-    drift: Annotated[float, typer.Option(min=0, max=1, help="How far the customer mix shifts (0-1).")] = 0.6,
+    drift: Annotated[
+        float,
+        typer.Option(min=0, max=1, help="How far the customer mix shifts from --drift-from-day on (0-1)."),
+    ] = 0.6,
     label_delay_days: Annotated[
         float, typer.Option(min=0, help="Days from a prediction to its outcome.")
     ] = 7.0,
@@ -234,12 +241,3 @@ def _alerts_table(alerts: list[dict[str, Any]], title: str) -> None:
 
 def _num(value: float | None) -> str:
     return "-" if value is None else f"{value:.3f}"
-
-
-def _date(text: str | None) -> date | None:
-    if text is None:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{text!r} is not a date like 2026-11-29", param_hint="--until") from exc

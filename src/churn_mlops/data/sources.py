@@ -15,7 +15,7 @@ import polars as pl
 import pyarrow.dataset as ds
 import sqlalchemy as sa
 
-from churn_mlops.errors import SourceError
+from churn_mlops.errors import SourceError, first_line
 
 CSV_SUFFIXES = {".csv", ".txt", ".tsv"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -78,7 +78,7 @@ def iter_source(source: Source, batch_rows: int) -> Iterator[pl.DataFrame]:
     try:
         yield from lazy.collect_batches(chunk_size=batch_rows)
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{path}: cannot read as {kind} ({_first_line(exc)})") from exc
+        raise SourceError(f"{path}: cannot read as {kind} ({first_line(exc)})") from exc
 
 
 def database_url(url: str) -> sa.URL:
@@ -103,7 +103,7 @@ def create_engine(url: str) -> sa.Engine:
 
 def database_error(source: Source, exc: sa.exc.SQLAlchemyError) -> SourceError:
     """A driver error as a one-line SourceError naming the source."""
-    return SourceError(f"{source.describe()}: {_first_line(getattr(exc, 'orig', None) or exc)}")
+    return SourceError(f"{source.describe()}: {first_line(getattr(exc, 'orig', None) or exc)}")
 
 
 def sqlite_file(engine: sa.Engine) -> Path | None:
@@ -119,7 +119,7 @@ def _read_csv(path: Path) -> pl.DataFrame:
     try:
         return pl.read_csv(path, infer_schema=False, separator=separator)
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
-        raise SourceError(f"{path}: cannot read as CSV ({_first_line(exc)})") from exc
+        raise SourceError(f"{path}: cannot read as CSV ({first_line(exc)})") from exc
 
 
 def parquet_files(path: Path) -> list[str]:
@@ -138,7 +138,7 @@ def _read_parquet(path: Path) -> pl.DataFrame:
         dataset = ds.dataset(files, format="parquet")
         frame = pl.from_arrow(dataset.to_table())
     except (OSError, ValueError, pl.exceptions.PolarsError) as exc:
-        raise SourceError(f"{path}: cannot read as Parquet ({_first_line(exc)})") from exc
+        raise SourceError(f"{path}: cannot read as Parquet ({first_line(exc)})") from exc
     assert isinstance(frame, pl.DataFrame)
     return frame
 
@@ -191,8 +191,3 @@ def _statement(source: Source) -> sa.TextClause:
 
 def _safe(url: sa.URL) -> str:
     return url.render_as_string(hide_password=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__

@@ -16,7 +16,7 @@ from typing import Annotated, Literal, Self
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from churn_mlops.errors import SpecError
+from churn_mlops.errors import SpecError, first_line
 
 SNAKE_CASE = re.compile(r"^[a-z][a-z0-9_]*$")
 DEFAULT_SPEC = "telco"
@@ -178,7 +178,7 @@ def parse_spec(text: str, origin: str = "<spec>") -> DatasetSpec:
     try:
         document = yaml.safe_load(text)
     except yaml.YAMLError as exc:
-        raise SpecError(f"{origin}: not valid YAML ({_first_line(exc)})") from exc
+        raise SpecError(f"{origin}: not valid YAML ({first_line(exc)})") from exc
     if not isinstance(document, dict):
         raise SpecError(f"{origin}: a dataset spec must be a YAML mapping")
     try:
@@ -200,7 +200,3 @@ def load_spec(path: Path | str | None = None) -> DatasetSpec:
     except OSError as exc:
         raise SpecError(f"{path}: cannot read spec ({exc.strerror})") from exc
     return parse_spec(text, origin=str(path))
-
-
-def _first_line(exc: Exception) -> str:
-    return str(exc).strip().splitlines()[0]

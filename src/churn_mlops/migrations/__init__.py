@@ -27,7 +27,7 @@ from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 
 from churn_mlops.data.sources import database_url, sqlite_file
-from churn_mlops.errors import ChurnError
+from churn_mlops.errors import ChurnError, first_line
 
 __all__ = ["MigrationError", "current", "head", "upgrade"]
 
@@ -53,7 +53,7 @@ def upgrade(target: str | sa.Engine) -> None:
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except (CommandError, RevisionError) as exc:
-        raise MigrationError(f"serving database at {_where(engine)}: {_first_line(exc)}") from exc
+        raise MigrationError(f"serving database at {_where(engine)}: {first_line(exc)}") from exc
     finally:
         if engine is not target:
             engine.dispose()
@@ -134,7 +134,3 @@ def _begin_immediate(connection: sa.Connection) -> None:
 
 def _where(engine: sa.Engine) -> str:
     return engine.url.render_as_string(hide_password=True)
-
-
-def _first_line(exc: BaseException) -> str:
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -20,7 +20,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from churn_mlops.data.sources import create_engine, sqlite_file
-from churn_mlops.errors import ChurnError
+from churn_mlops.errors import ChurnError, first_line
 from churn_mlops.monitoring import tables
 from churn_mlops.monitoring.profile import Profile
 from churn_mlops.serving.predtable import predictions_table
@@ -71,7 +71,9 @@ class MonitorStore:
         try:
             upgrade(self.engine)
         except sa.exc.SQLAlchemyError as exc:
-            raise MonitorStoreError(f"monitoring store at {self.where}: {_first_line(exc)}") from exc
+            raise MonitorStoreError(
+                f"monitoring store at {self.where}: {first_line(getattr(exc, 'orig', None) or exc)}"
+            ) from exc
         self.predictions = predictions_table()
 
     @contextmanager
@@ -81,7 +83,9 @@ class MonitorStore:
         try:
             yield
         except (sa.exc.SQLAlchemyError, driver_error) as exc:
-            raise MonitorStoreError(f"monitoring store at {self.where}: {_first_line(exc)}") from exc
+            raise MonitorStoreError(
+                f"monitoring store at {self.where}: {first_line(getattr(exc, 'orig', None) or exc)}"
+            ) from exc
 
     @property
     def where(self) -> str:
@@ -310,8 +314,3 @@ def _existing_labels(connection: sa.Connection, frame: pl.DataFrame) -> pl.DataF
 def _wait_for_locks(dbapi_connection: Any, _record: Any) -> None:
     """Wait up to 30 s for the server's writes instead of failing at once (SQLite)."""
     dbapi_connection.execute("PRAGMA busy_timeout=30000")
-
-
-def _first_line(exc: BaseException) -> str:
-    exc = getattr(exc, "orig", None) or exc  # the driver's message, without SQLAlchemy's SQL dump
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

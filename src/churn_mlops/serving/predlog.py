@@ -48,6 +48,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from churn_mlops import migrations
+from churn_mlops.errors import first_line
 from churn_mlops.serving.batchwindow import WindowPolicy, WindowState
 from churn_mlops.serving.predtable import (
     CHECKPOINT_SECONDS,
@@ -57,7 +58,6 @@ from churn_mlops.serving.predtable import (
     PredictionLogError,
     Row,
     create_log_engine,
-    first_line,
     predictions_table,
 )
 

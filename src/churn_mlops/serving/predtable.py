@@ -25,7 +25,7 @@ from typing import Any, Final, TypeAlias
 import polars as pl
 import sqlalchemy as sa
 
-from churn_mlops.errors import ChurnError
+from churn_mlops.errors import ChurnError, first_line
 
 logger = logging.getLogger("churn_mlops.serving.predlog")
 
@@ -266,8 +266,3 @@ def run_as_batch() -> None:
         os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # 0: the calling thread
     except OSError as exc:
         logger.debug("prediction log: the checkpointer keeps its scheduling policy: %s", exc)
-
-
-def first_line(exc: BaseException) -> str:
-    """An exception's message, its first line only (drivers add pages of context)."""
-    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]
