@@ -17,8 +17,9 @@ import polars as pl
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from churn_mlops.data.sources import Source, create_engine, database_error
+from churn_mlops.data.sources import Source, database_error
 from churn_mlops.errors import SourceError
+from churn_mlops.sql import create_engine
 
 
 class ScoreWriter(Protocol):

@@ -10,15 +10,9 @@ import polars as pl
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
-from churn_mlops.data.sources import (
-    CSV_SUFFIXES,
-    PARQUET_SUFFIXES,
-    Source,
-    create_engine,
-    database_error,
-    sqlite_file,
-)
+from churn_mlops.data.sources import CSV_SUFFIXES, PARQUET_SUFFIXES, Source, database_error
 from churn_mlops.errors import SourceError
+from churn_mlops.sql import create_engine, sqlite_file
 
 Progress = Callable[[int], None]
 

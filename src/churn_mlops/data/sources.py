@@ -16,6 +16,7 @@ import pyarrow.dataset as ds
 import sqlalchemy as sa
 
 from churn_mlops.errors import SourceError, first_line
+from churn_mlops.sql import create_engine, sqlite_file
 
 CSV_SUFFIXES = {".csv", ".txt", ".tsv"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
@@ -81,37 +82,9 @@ def iter_source(source: Source, batch_rows: int) -> Iterator[pl.DataFrame]:
         raise SourceError(f"{path}: cannot read as {kind} ({first_line(exc)})") from exc
 
 
-def database_url(url: str) -> sa.URL:
-    """Parse a SQLAlchemy URL, choosing psycopg 3 as PostgreSQL's driver when none is named."""
-    try:
-        parsed = sa.make_url(url)
-    except sa.exc.ArgumentError as exc:
-        raise SourceError(f"{url}: not a valid database URL") from exc
-    if parsed.drivername in {"postgresql", "postgres"}:
-        parsed = parsed.set(drivername="postgresql+psycopg")
-    return parsed
-
-
-def create_engine(url: str) -> sa.Engine:
-    """An engine for a database URL, with errors that name the URL."""
-    parsed = database_url(url)
-    try:
-        return sa.create_engine(parsed)
-    except (sa.exc.ArgumentError, sa.exc.NoSuchModuleError, ImportError) as exc:
-        raise SourceError(f"{_safe(parsed)}: unsupported database ({exc})") from exc
-
-
 def database_error(source: Source, exc: sa.exc.SQLAlchemyError) -> SourceError:
     """A driver error as a one-line SourceError naming the source."""
     return SourceError(f"{source.describe()}: {first_line(getattr(exc, 'orig', None) or exc)}")
-
-
-def sqlite_file(engine: sa.Engine) -> Path | None:
-    """The database file of a SQLite engine; None for other databases and in-memory SQLite."""
-    database = engine.url.database
-    if engine.dialect.name != "sqlite" or database in (None, "", ":memory:"):
-        return None
-    return Path(str(database))
 
 
 def _read_csv(path: Path) -> pl.DataFrame:
@@ -187,7 +160,3 @@ def _statement(source: Source) -> sa.TextClause:
     if not _IDENTIFIER.match(source.table):
         raise SourceError(f"{source.table!r}: not a valid table name (use a query instead)")
     return sa.text(f"SELECT * FROM {source.table}")
-
-
-def _safe(url: sa.URL) -> str:
-    return url.render_as_string(hide_password=True)

@@ -26,8 +26,8 @@ from alembic.script import ScriptDirectory
 from alembic.script.revision import RevisionError
 from alembic.util import CommandError
 
-from churn_mlops.data.sources import database_url, sqlite_file
 from churn_mlops.errors import ChurnError, first_line
+from churn_mlops.sql import database_url, sqlite_file
 
 __all__ = ["MigrationError", "current", "head", "upgrade"]
 

@@ -19,11 +19,11 @@ import numpy as np
 import polars as pl
 import sqlalchemy as sa
 
-from churn_mlops.data.sources import create_engine, sqlite_file
 from churn_mlops.errors import ChurnError, first_line
 from churn_mlops.monitoring import tables
 from churn_mlops.monitoring.profile import Profile
 from churn_mlops.serving.predtable import predictions_table
+from churn_mlops.sql import create_engine, sqlite_file
 
 
 class MonitorStoreError(ChurnError):

@@ -28,8 +28,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from churn_mlops import migrations
-from churn_mlops.data.sources import database_url, sqlite_file
 from churn_mlops.errors import ChurnError, ConfigError, NotFoundError
+from churn_mlops.sql import database_url, sqlite_file
 
 SCOPES = frozenset({"predict", "admin"})
 KEY_PREFIX = "churn_"
