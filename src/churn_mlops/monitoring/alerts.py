@@ -105,7 +105,7 @@ def _insert(
     }
     new_id = connection.execute(tables.alerts.insert().values(**row)).inserted_primary_key
     if state == "firing":
-        logger.warning("alert %s (%s): %s", rule.name, rule.severity, row["message"])
+        logger.info("alert %s (%s): %s", rule.name, rule.severity, row["message"])
     return {"id": new_id[0] if new_id else None, **row}
 
 

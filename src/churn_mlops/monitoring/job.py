@@ -8,6 +8,7 @@ still change (new predictions on its days, labels within the horizon, an unfinis
 from __future__ import annotations
 
 import io
+import logging
 from collections.abc import Callable
 from datetime import UTC, date, datetime, timedelta
 from typing import Any, Literal, cast
@@ -23,6 +24,7 @@ from churn_mlops.monitoring.store import MonitorStore, StoredProfile
 from churn_mlops.monitoring.windows import ONLINE, compute_window, due_windows
 from churn_mlops.settings import Settings
 
+logger = logging.getLogger(__name__)
 WindowKind = Literal["1d", "7d"]
 COMMIT_LAG = timedelta(seconds=60)  # PostgreSQL ids are not in commit order: leave recent rows
 Advance = Callable[[int], None]
@@ -49,6 +51,7 @@ def run_monitor(
                 for window in due_windows(store, kind, until or now.date(), now, settings, ingested["days"])
             ]
             changed = update_alerts(store, settings, kind, now)
+            _log_fired(changed)
             sent = notify(store, settings)
             with store.engine.begin() as connection:
                 store.set_state(connection, tables.LAST_RUN, now.isoformat(timespec="seconds"))
@@ -157,3 +160,14 @@ def _set_last_prediction(store: MonitorStore, connection: Any, chunk: pl.DataFra
     value = latest.isoformat(timespec="seconds")
     if stored is None or value > stored:
         store.set_state(connection, tables.LAST_PREDICTION, value)
+
+
+def _log_fired(changed: list[dict[str, Any]]) -> None:
+    """One warning line for the alerts this run fired, counted by rule (each one is logged at INFO)."""
+    fired: dict[str, int] = {}
+    for alert in changed:
+        if alert["state"] == "firing":
+            fired[alert["rule"]] = fired.get(alert["rule"], 0) + 1
+    if fired:
+        counts = ", ".join(f"{rule} x{n}" for rule, n in sorted(fired.items()))
+        logger.warning("%d alerts fired: %s (churn alerts list)", sum(fired.values()), counts)
