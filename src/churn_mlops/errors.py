@@ -62,3 +62,9 @@ class GateError(ChurnError):
     """A promotion or rollback that the registry's state does not allow."""
 
     exit_code = 7
+
+
+class MonitoringError(ChurnError):
+    """A monitoring run that cannot go on: its store or the model registry cannot be read."""
+
+    exit_code = 8

@@ -7,11 +7,12 @@ Nested sections use a double underscore: CHURN_DATA__SPEC=path.yaml. The config 
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -107,15 +108,31 @@ class DriftSettings(BaseModel):
     score_psi: float = Field(0.2, gt=0, description="PSI of the score distribution above which scores drift")
 
 
+RULE_METRIC = re.compile(
+    r"(drift\.share|drift\.score(\.drifted)?|predictions|hours_since_last_prediction"
+    r"|labels\.coverage(_due)?|quality\.(missing|unknown_category|out_of_range)"
+    r"|drift\.features\.[a-z0-9_]+\.(psi|js|drifted)"
+    r"|(realised|estimated)\.(rows|positive_rate|roc_auc|roc_auc_drop|pr_auc|precision|recall"
+    r"|calibration_error|expected_value))"
+)
+
+
 class AlertRule(BaseModel):
     """One alert rule: a window metric, a comparison and for how many windows it must hold."""
 
-    name: str
-    metric: str = Field(description="a metric of `churn monitor show --json`, e.g. drift.share")
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$")
+    metric: str = Field(description="a window metric (see docs/monitoring.md), e.g. drift.share")
     op: Literal[">", ">=", "<", "<="] = ">"
     threshold: float
     severity: Literal["info", "warning", "critical"] = "warning"
     windows: int = Field(1, ge=1, description="consecutive windows the condition must hold")
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, metric: str) -> str:
+        if not RULE_METRIC.fullmatch(metric):
+            raise ValueError(f"{metric!r} is not a monitoring metric (see docs/monitoring.md for the list)")
+        return metric
 
 
 DEFAULT_RULES = [
@@ -140,6 +157,19 @@ class MonitoringSettings(BaseModel):
     webhook_timeout: float = Field(5.0, gt=0, description="seconds a webhook may take to answer")
     webhook_retries: int = Field(3, ge=0, description="retries of a failing webhook, with backoff")
     chunk_rows: int = Field(25_000, ge=100, description="prediction log rows read at a time")
+    min_window_rows: int = Field(
+        500,
+        ge=0,
+        description="windows with fewer predictions (today's, early on) neither fire nor clear alerts",
+    )
+
+    @field_validator("rules")
+    @classmethod
+    def _unique_names(cls, rules: list[AlertRule]) -> list[AlertRule]:
+        names = [rule.name for rule in rules]
+        if len(names) != len(set(names)):
+            raise ValueError(f"alert rule names must be unique, got {names}")
+        return rules
 
 
 class Settings(BaseSettings):

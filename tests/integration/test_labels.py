@@ -158,6 +158,24 @@ def test_labels_ingest_counts_add_up_and_unknown_customers_are_counted(
     assert (again["added"], again["duplicates"]) == (0, 3)
 
 
+def test_a_bad_outcome_in_a_churned_column_is_quarantined_not_stored() -> None:
+    raw = pl.DataFrame(
+        {
+            "customer_id": ["a", "b", "c", "d"],
+            "churned": ["maybe", None, "1.0", "no"],
+            "observed_at": ["2026-11-01", "2026-11-01", "2026-11-01", "2026-11-01"],
+        }
+    )
+    valid, quarantined = parse_labels(raw, load_spec(), datetime(2026, 12, 1, tzinfo=UTC))
+    assert valid.get_column("customer_id").to_list() == ["c", "d"]
+    assert valid.get_column("churned").to_list() == [True, False]
+    assert quarantined.get_column("churned").to_list() == ["maybe", None], "the raw values are kept"
+    assert quarantined.get_column("_reasons").to_list() == [
+        "maybe is not an outcome (yes/no, true/false, 1/0)",
+        "missing is not an outcome (yes/no, true/false, 1/0)",
+    ]
+
+
 def test_labels_without_an_outcome_column_are_refused_by_name(tmp_path: Path, churn_home: Path) -> None:
     source = tmp_path / "outcomes.csv"
     pl.DataFrame({"customer_id": ["a"], "observed_at": ["2026-11-05"]}).write_csv(source)

@@ -12,6 +12,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
+import polars as pl
 import pytest
 import sqlalchemy as sa
 
@@ -27,6 +28,7 @@ from tests.integration.serving_fixtures import TrainedHome, make_trained_home
 
 DRIFTED = {"contract", "internet_service", "monthly_charges"}
 NOW = datetime(2026, 12, 7, 12, 0, tzinfo=UTC)
+HOUR = timedelta(hours=1)
 
 
 @pytest.fixture(scope="module")
@@ -111,12 +113,18 @@ def test_a_second_run_reads_nothing_twice_and_keeps_one_alert_per_window(
     assert first["predictions_read"] == 15_000
     assert second["predictions_read"] == 0
     assert second["alerts"] == []  # nothing changed, nothing fired again
-    assert [w["predictions"] for w in second["windows"]] == [w["predictions"] for w in first["windows"]]
+    assert second["windows"] == []  # nothing they read has changed
+    days = sorted(w["start"] for w in first["windows"])
     store = MonitorStore(settings.serving_database_url)
     try:
+        late = datetime.fromisoformat(days[1]).replace(tzinfo=UTC) + timedelta(hours=1)
+        outcome = pl.DataFrame({"customer_id": ["S1-000000000"], "churned": [True]})
+        store.add_labels(outcome.with_columns(observed_ms=pl.lit(int(late.timestamp() * 1000))), "late")
+        third = run_monitor(settings, spec, now=NOW)
         stored = store.alerts()
     finally:
         store.close()
+    assert sorted(w["start"] for w in third["windows"]) == days[:2]  # windows whose predictions it may match
     keys = [(a["rule"], a["kind"], a["window_start"], a["model_version"]) for a in stored]
     assert len(keys) == len(set(keys)) > 0
 
@@ -134,6 +142,24 @@ def test_a_week_is_the_sum_of_its_days(monitored_home: TrainedHome, tmp_path: Pa
         assert week["predictions"] == sum(d["predictions"] for d in inside)
         assert week["performance"]["labels"] == sum(d["performance"]["labels"] for d in inside)
     assert set(weeks[1]["drift"]["drifted_features"]) >= DRIFTED
+
+
+@pytest.mark.slow
+def test_a_window_too_small_to_judge_neither_fires_nor_clears(
+    monitored_home: TrainedHome, tmp_path: Path
+) -> None:
+    settings = settings_for(monitored_home, sqlite_url(tmp_path))
+    spec = load_spec()
+    just_after_midnight = datetime(2026, 12, 7, 0, 10, tzinfo=UTC)
+    simulate(
+        settings, spec, days=2, per_day=1500, drift_from_day=0, drift=0.6, now=just_after_midnight - HOUR
+    )
+    simulate(settings, spec, days=1, per_day=20, drift_from_day=0, drift=0.6, seed=1, now=just_after_midnight)
+    summary = run_monitor(settings, spec, now=just_after_midnight)
+    today = by_start(summary)["2026-12-07"]
+    assert 0 < today["predictions"] < settings.monitoring.min_window_rows
+    drift = {a["window"]: a["state"] for a in summary["alerts"] if a["rule"] == "data_drift"}
+    assert drift == {"2026-12-05": "firing", "2026-12-06": "firing"}
 
 
 def test_an_alert_fires_once_and_resolves_when_a_later_window_clears(tmp_path: Path) -> None:

@@ -271,11 +271,21 @@ def test_sending_again_delivers_the_same_document(
     server: RecordingServer, make_sender: Callable[..., WebhookSender]
 ) -> None:
     server.answer(500, then=200)
+
+    assert make_sender(server.url, retries=0).send(drift_alert()) is False
+    assert make_sender(server.url, retries=0).send(drift_alert()) is True  # the next run's sender
+    assert server.requests[0] == server.requests[1]
+
+
+def test_a_sender_does_not_try_a_failed_url_again(
+    server: RecordingServer, make_sender: Callable[..., WebhookSender]
+) -> None:
+    server.answer(500, then=200)
     sender = make_sender(server.url, retries=0)
 
     assert sender.send(drift_alert()) is False
-    assert sender.send(drift_alert()) is True
-    assert server.requests[0] == server.requests[1]
+    assert sender.send(drift_alert("resolved")) is False  # one round of retries per run, not per alert
+    assert len(server.requests) == 1
 
 
 def test_no_urls_sends_nothing_and_succeeds(make_sender: Callable[..., WebhookSender]) -> None:

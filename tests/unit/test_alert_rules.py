@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from pydantic import ValidationError
 
 from churn_mlops.monitoring.alerts import decide
-from churn_mlops.settings import AlertRule
+from churn_mlops.settings import AlertRule, MonitoringSettings
 
 F, R = "firing", "resolved"
 
@@ -111,3 +112,15 @@ def test_random_series_follow_the_documented_rule(seed: int) -> None:
     draws = rng.choice([0.2, 0.5, 0.8, -1.0], size=int(rng.integers(1, 15)), p=[0.3, 0.2, 0.35, 0.15])
     values: list[float | None] = [None if v < 0 else float(v) for v in draws]
     assert decide(rule, values) == _by_definition(rule, values)
+
+
+def test_a_rule_on_an_unknown_metric_is_a_settings_error() -> None:
+    with pytest.raises(ValidationError, match="is not a monitoring metric"):
+        AlertRule(name="typo", metric="drift.shares", threshold=0.1)
+    assert AlertRule(name="ok", metric="drift.features.contract.psi", threshold=0.1).metric
+
+
+def test_rule_names_are_unique() -> None:
+    rule = AlertRule(name="same", metric="drift.share", threshold=0.1)
+    with pytest.raises(ValidationError, match="must be unique"):
+        MonitoringSettings(rules=[rule, rule])

@@ -39,6 +39,8 @@ def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log 
     os.environ.setdefault("MLFLOW_LOGGING_LEVEL", logging.getLevelName(level))
     for noisy in ("alembic", "mlflow"):
         logging.getLogger(noisy).setLevel(level)
+    for leaky in ("httpx", "httpcore"):  # their debug lines carry whole URLs, webhook secrets included
+        logging.getLogger(leaky).setLevel(max(level, logging.WARNING))
 
 
 def main() -> None:

@@ -200,7 +200,7 @@ def _windows_table(results: list[dict[str, Any]], title: str) -> None:
                 r["start"],
                 r["model_version"],
                 r["predictions"],
-                f"{drift['share']:.2f}" + (" DRIFT" if drift["drifted"] else ""),
+                _num(drift["share"], 2) + (" DRIFT" if drift["drifted"] else ""),
                 ", ".join(drift["drifted_features"]) or "-",
                 _num(drift["score"]["value"]),
                 _num(realised),
@@ -239,5 +239,5 @@ def _alerts_table(alerts: list[dict[str, Any]], title: str) -> None:
     table(title, ["state", "severity", "rule", "window", "message"], rows)
 
 
-def _num(value: float | None) -> str:
-    return "-" if value is None else f"{value:.3f}"
+def _num(value: float | None, digits: int = 3) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"

@@ -136,10 +136,16 @@ def update_alerts(store: MonitorStore, settings: Settings, kind: str, now: datet
                 changed += apply(connection, rule, one)
                 continue
             for version, results in series.items():
-                values = [window_metrics(r).get(rule.metric) for r in results]
+                values = [_metrics(r, settings.monitoring.min_window_rows).get(rule.metric) for r in results]
                 starts = [r["start"] for r in results]
                 changed += apply(connection, rule, Series(kind, version, starts, values))
     return changed
+
+
+def _metrics(result: dict[str, Any], min_rows: int) -> dict[str, float | None]:
+    """A window's metrics for the rules; none for a window too small to judge, so it neither fires
+    nor clears (today's window just after midnight, a quiet day)."""
+    return window_metrics(result) if result["predictions"] >= min_rows else {}
 
 
 def _hours_since_last_prediction(store: MonitorStore, now: datetime) -> float | None:

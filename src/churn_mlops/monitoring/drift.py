@@ -47,10 +47,10 @@ def drift_report(profile: Profile, reference: Reference, settings: DriftSettings
     ]
     judged = [f for f in features if f["rows"] > 0]
     drifted = [f["feature"] for f in judged if f["drifted"]]
-    share = len(drifted) / len(judged) if judged else 0.0
+    share = len(drifted) / len(judged) if judged else None
     return {
         "share": share,
-        "drifted": bool(judged) and share > settings.share,
+        "drifted": share is not None and share > settings.share,
         "drifted_features": drifted,
         "features": features,
         "score": score_drift(profile, reference, settings),

@@ -68,57 +68,65 @@ def _latest(connection: sa.Connection) -> tuple[list[dict[str, Any]], dict[str, 
 def families(
     results: list[dict[str, Any]], open_alerts: dict[str, int], last_run: str | None
 ) -> list[GaugeMetricFamily]:
-    """The gauge families for the windows (oldest first), open alerts and last run."""
-    drift = GaugeMetricFamily(
-        "churn_monitor_feature_drift",
-        "Drift statistic of a feature in the latest window",
-        labels=["model_version", "feature", "method"],
+    """The gauge families for the windows (oldest first), open alerts and last run.
+
+    Drift and coverage come from each version's latest complete window (today's is partial),
+    ROC AUC from the latest window that has the figure.
+    """
+    version = ["model_version"]
+    feature = ["model_version", "feature"]
+    psi = GaugeMetricFamily(
+        "churn_monitor_feature_psi", "PSI of a feature, latest complete window", labels=feature
     )
-    drifted = GaugeMetricFamily(
-        "churn_monitor_feature_drifted",
-        "1 if the feature drifted in the latest window",
-        labels=["model_version", "feature"],
-    )
-    share = GaugeMetricFamily(
-        "churn_monitor_drift_share", "Share of drifted features", labels=["model_version"]
-    )
-    score = GaugeMetricFamily(
-        "churn_monitor_score_psi", "PSI of the score distribution", labels=["model_version"]
+    js = GaugeMetricFamily("churn_monitor_feature_js", "Jensen-Shannon distance of a feature", labels=feature)
+    drifted = GaugeMetricFamily("churn_monitor_feature_drifted", "1 if the feature drifted", labels=feature)
+    share = GaugeMetricFamily("churn_monitor_drift_share", "Share of drifted features", labels=version)
+    score = GaugeMetricFamily("churn_monitor_score_psi", "PSI of the score distribution", labels=version)
+    coverage = GaugeMetricFamily(
+        "churn_monitor_label_coverage", "Labelled share of predictions", labels=version
     )
     auc = GaugeMetricFamily(
-        "churn_monitor_roc_auc",
-        "ROC AUC of the latest window that has it",
-        labels=["model_version", "source"],
+        "churn_monitor_roc_auc", "ROC AUC, latest window with it", labels=[*version, "source"]
     )
-    coverage = GaugeMetricFamily(
-        "churn_monitor_label_coverage", "Labelled share of predictions", labels=["model_version"]
-    )
-    latest: dict[str, dict[str, Any]] = {}
-    for result in results:
-        version = result["model_version"]
-        latest[version] = result
-        for source in ("realised", "estimated"):
-            value = (result["performance"][source] or {}).get("roc_auc")
-            if value is not None:
-                latest[f"{version}:{source}"] = {"value": value}
-    for version, result in latest.items():
-        if ":" in version:
-            model, source = version.split(":")
-            auc.add_metric([model, source], result["value"])
-            continue
-        share.add_metric([version], result["drift"]["share"])
-        if result["drift"]["score"]["value"] is not None:
-            score.add_metric([version], result["drift"]["score"]["value"])
-        if result["performance"]["coverage"] is not None:
-            coverage.add_metric([version], result["performance"]["coverage"])
-        for feature in result["drift"]["features"]:
-            if feature["value"] is not None:
-                drift.add_metric([version, feature["feature"], feature["method"]], feature["value"])
-            drifted.add_metric([version, feature["feature"]], float(feature["drifted"]))
+    for model, result in _latest_complete(results).items():
+        _add(share, [model], result["drift"]["share"])
+        _add(score, [model], result["drift"]["score"]["value"])
+        _add(coverage, [model], result["performance"]["coverage"])
+        for item in result["drift"]["features"]:
+            _add(psi, [model, item["feature"]], item.get("psi"))
+            _add(js, [model, item["feature"]], item.get("js"))
+            _add(drifted, [model, item["feature"]], float(item["drifted"]))
+    for (model, source), value in _latest_auc(results).items():
+        auc.add_metric([model, source], value)
     alerts = GaugeMetricFamily("churn_monitor_open_alerts", "Alerts firing", labels=["severity"])
     for severity in ("info", "warning", "critical"):
         alerts.add_metric([severity], open_alerts.get(severity, 0))
     run = GaugeMetricFamily("churn_monitor_last_run_timestamp_seconds", "When the last monitoring run ended")
     if last_run is not None:
         run.add_metric([], datetime.fromisoformat(last_run).timestamp())
-    return [drift, drifted, share, score, auc, coverage, alerts, run]
+    return [psi, js, drifted, share, score, coverage, auc, alerts, run]
+
+
+def _latest_complete(results: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """Each version's latest complete window, or its latest one if none is complete yet."""
+    latest: dict[str, dict[str, Any]] = {}
+    for result in results:
+        current = latest.get(result["model_version"])
+        if current is None or result["complete"] or not current["complete"]:
+            latest[result["model_version"]] = result
+    return latest
+
+
+def _latest_auc(results: list[dict[str, Any]]) -> dict[tuple[str, str], float]:
+    latest: dict[tuple[str, str], float] = {}
+    for result in results:
+        for source in ("realised", "estimated"):
+            value = (result["performance"][source] or {}).get("roc_auc")
+            if value is not None:
+                latest[(result["model_version"], source)] = value
+    return latest
+
+
+def _add(family: GaugeMetricFamily, labels: list[str], value: float | None) -> None:
+    if value is not None:
+        family.add_metric(labels, value)

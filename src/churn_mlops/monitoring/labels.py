@@ -1,9 +1,9 @@
 """Delayed labels: outcomes (customer id, churned, observed at) from any source the data layer reads.
 
-A row with a missing id, an outcome that is not a yes/no, or a time that does not parse (or lies
-in the future) is quarantined with its reasons, like any ingest; rows in = added + already known
-+ quarantined. An outcome for a customer the log has never scored is stored and counted: its
-prediction may simply not have been profiled yet.
+A row with a missing id, an outcome that is not a yes/no, or a time that does not parse (or
+lies in the future; a time without an offset is UTC) is quarantined with its reasons, like any
+ingest; rows in = added + already known + quarantined. An outcome for a customer the log has
+never scored is stored and counted: its prediction may simply not have been profiled yet.
 """
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ from churn_mlops.settings import Settings
 
 OBSERVED = ("observed_at", "observedAt", "ObservedAt")
 CHURNED = ("churned",)
-TRUE = ("yes", "true", "1", "y", "t", "churned")
-FALSE = ("no", "false", "0", "n", "f", "stayed")
+TRUE = ("yes", "true", "1", "1.0", "y", "t", "churned")
+FALSE = ("no", "false", "0", "0.0", "n", "f", "stayed")
 FORMATS_WITH_OFFSET = ("%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%z", "%Y-%m-%d %H:%M%z")
 NAIVE_FORMATS = ("%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%d %H:%M:%S", "%Y-%m-%d %H:%M", "%Y-%m-%d")
 BATCH_ROWS = 100_000
@@ -65,28 +65,30 @@ def parse_labels(
     churn_column = _find(raw, (*CHURNED, *spec.target.source_names), "the outcome (churned)")
     time_column = _find(raw, OBSERVED, "the time the outcome was observed (observed_at)")
     positive, negative = spec.target.positive.lower(), spec.target.negative.lower()
+    # Parsed values go to columns of their own: the raw ones stay for the reasons and the quarantine.
     churn_text = pl.col(churn_column).cast(pl.String).str.strip_chars().str.to_lowercase()
     parsed = raw.with_row_index("_row", offset=first_row).with_columns(
-        customer_id=pl.col(id_column).cast(pl.String).str.strip_chars(),
-        churned=pl.when(churn_text.is_in([*TRUE, positive]))
+        _customer_id=pl.col(id_column).cast(pl.String).str.strip_chars(),
+        _churned=pl.when(churn_text.is_in([*TRUE, positive]))
         .then(True)
         .when(churn_text.is_in([*FALSE, negative]))
         .then(False),
-        observed=_timestamps(raw.schema[time_column], time_column),
+        _observed=_timestamps(raw.schema[time_column], time_column),
     )
+    raw_outcome = pl.col(churn_column).cast(pl.String).fill_null("missing")
     reasons = pl.concat_list(
-        pl.when(pl.col("customer_id").fill_null("") == "").then(pl.lit("customer id is missing")),
-        pl.when(pl.col("churned").is_null()).then(
-            pl.format("{} is not an outcome (yes/no, true/false, 1/0)", pl.col(churn_column).cast(pl.String))
+        pl.when(pl.col("_customer_id").fill_null("") == "").then(pl.lit("customer id is missing")),
+        pl.when(pl.col("_churned").is_null()).then(
+            pl.format("{} is not an outcome (yes/no, true/false, 1/0)", raw_outcome)
         ),
-        pl.when(pl.col("observed").is_null()).then(
+        pl.when(pl.col("_observed").is_null()).then(
             pl.format("{} is not a time", pl.col(time_column).cast(pl.String).fill_null("missing"))
         ),
-        pl.when(pl.col("observed") > now + timedelta(days=1)).then(pl.lit("observed_at is in the future")),
+        pl.when(pl.col("_observed") > now + timedelta(days=1)).then(pl.lit("observed_at is in the future")),
     ).list.drop_nulls()
     checked = parsed.with_columns(_reasons=reasons)
     valid = checked.filter(pl.col("_reasons").list.len() == 0).select(
-        "customer_id", "churned", observed_ms=pl.col("observed").dt.epoch("ms")
+        customer_id="_customer_id", churned="_churned", observed_ms=pl.col("_observed").dt.epoch("ms")
     )
     quarantined = checked.filter(pl.col("_reasons").list.len() > 0)
     quarantined = quarantined.select(

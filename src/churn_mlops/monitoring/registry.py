@@ -11,7 +11,7 @@ import logging
 import tempfile
 from pathlib import Path
 
-from churn_mlops.errors import ChurnError
+from churn_mlops.errors import ModelNotFoundError, MonitoringError
 from churn_mlops.monitoring.reference import Reference
 from churn_mlops.settings import Settings
 
@@ -29,7 +29,11 @@ class References:
         self._known: dict[str, Reference | None] = {}
 
     def get(self, version: str) -> Reference | None:
-        """The version's reference; None (with a warning, once) if the registry lacks it."""
+        """The version's reference; None (with a warning, once) if the registry has no such version.
+
+        A registry that cannot be read, or a version whose files fail verification, is an error:
+        skipping would move the watermark past predictions that can be profiled later.
+        """
         if version not in self._known:
             self._known[version] = self._load(version)
         return self._known[version]
@@ -37,14 +41,14 @@ class References:
     def _load(self, version: str) -> Reference | None:
         try:
             info = self.registry.resolve(version)
-            self.cache_dir.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
-                folder = self.registry.fetch(info.version, Path(tmp) / "download")
-                profile = json.loads((folder / "profile.json").read_text())
-                meta = json.loads((folder / "model.json").read_text())
-        except ChurnError as exc:
-            logger.warning(
-                "model version %s: no reference profile, its predictions are skipped: %s", version, exc
-            )
+        except ModelNotFoundError as exc:
+            if not self.registry.versions():  # no versions at all: more likely unreachable than empty
+                raise MonitoringError(f"cannot read the model registry for version {version}: {exc}") from exc
+            logger.warning("model version %s is not in the registry; its predictions are skipped", version)
             return None
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory(dir=self.cache_dir) as tmp:
+            folder = self.registry.fetch(info.version, Path(tmp) / "download")
+            profile = json.loads((folder / "profile.json").read_text())
+            meta = json.loads((folder / "model.json").read_text())
         return Reference.from_profile(info.version, profile, float(meta["threshold"]), info.metrics)

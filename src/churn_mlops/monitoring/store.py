@@ -19,17 +19,15 @@ import numpy as np
 import polars as pl
 import sqlalchemy as sa
 
-from churn_mlops.errors import ChurnError, first_line
+from churn_mlops.errors import MonitoringError, first_line
 from churn_mlops.monitoring import tables
 from churn_mlops.monitoring.profile import Profile
 from churn_mlops.serving.predtable import predictions_table
 from churn_mlops.sql import create_engine, sqlite_file
 
 
-class MonitorStoreError(ChurnError):
+class MonitorStoreError(MonitoringError):
     """The monitoring store cannot be used: unreachable, or another run holds its lock."""
-
-    exit_code = 8
 
 
 class Labelled(NamedTuple):
@@ -52,8 +50,8 @@ class StoredProfile:
 
 
 def now_text() -> str:
-    """The current UTC time as ISO-8601 text, to the second."""
-    return datetime.now(UTC).isoformat(timespec="seconds")
+    """The current UTC time as ISO-8601 text, to the millisecond (stamps compared as text)."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class MonitorStore:
@@ -108,7 +106,7 @@ class MonitorStore:
                 connection.execute(tables.state.delete().where(tables.state.c.name == tables.LOCK))
 
     def _acquire(self, holder: str, ttl: timedelta) -> None:
-        stale = (datetime.now(UTC) - ttl).isoformat(timespec="seconds")
+        stale = (datetime.now(UTC) - ttl).isoformat(timespec="milliseconds")
         with self.engine.begin() as connection:
             connection.execute(
                 tables.state.delete().where(
@@ -200,12 +198,23 @@ class MonitorStore:
             rows = connection.execute(query.order_by(table.c.day)).all()
         return [StoredProfile(r[0], r[1], r[2], Profile.from_json(json.loads(r[3]))) for r in rows]
 
-    def profile_days(self) -> list[tuple[str, str]]:
-        """Every (day, model version) with a stored profile."""
+    def profile_days(self) -> list[tuple[str, str, str]]:
+        """Every (day, model version) with a stored profile, and when its profiles last changed."""
         table = tables.profiles
-        query = sa.select(table.c.day, table.c.model_version).distinct()
+        query = sa.select(table.c.day, table.c.model_version, sa.func.max(table.c.updated_at)).group_by(
+            table.c.day, table.c.model_version
+        )
         with self.engine.connect() as connection:
-            return [(r[0], r[1]) for r in connection.execute(query.order_by(table.c.day))]
+            return [(r[0], r[1], r[2]) for r in connection.execute(query.order_by(table.c.day))]
+
+    def labels_since(self, stamp: str, after_ms: int, until_ms: int) -> bool:
+        """Whether an outcome observed in (after_ms, until_ms] was stored after `stamp`."""
+        lab = tables.labels
+        query = sa.select(lab.c.id).where(
+            lab.c.observed_ms > after_ms, lab.c.observed_ms <= until_ms, lab.c.ingested_at > stamp
+        )
+        with self.engine.connect() as connection:
+            return connection.execute(query.limit(1)).first() is not None
 
     def add_scores(self, frame: pl.DataFrame, connection: sa.Connection) -> None:
         """Keep the scores of predictions with a customer id, for the label join."""

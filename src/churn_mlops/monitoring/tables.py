@@ -58,6 +58,7 @@ labels = sa.Table(
     sa.Column("source", sa.Text, nullable=False),
     sa.Column("ingested_at", sa.String(32), nullable=False),
     sa.UniqueConstraint("customer_id", "observed_ms", name="uq_labels_customer_observed"),
+    sa.Index("ix_labels_observed", "observed_ms"),
 )
 
 windows = sa.Table(

@@ -68,6 +68,7 @@ class WebhookSender:
         self._owns_client = client is None
         self._client = client or httpx.Client()
         self._sleep = sleep
+        self._down: set[str] = set()  # URLs that failed after all retries: not tried again by this sender
 
     def send(self, notification: Notification) -> bool:
         """POST the notification to every URL; True only if every one accepted it (no URLs: True)."""
@@ -88,7 +89,13 @@ class WebhookSender:
         self.close()
 
     def _deliver(self, url: str, body: bytes) -> bool:
-        """Post to one URL, retrying transient failures; log the final failure by host only."""
+        """Post to one URL, retrying transient failures; log the final failure by host only.
+
+        A URL that failed is not tried again by this sender (a run makes one), so a dead receiver
+        costs a run one round of retries, not one per alert.
+        """
+        if url in self._down:
+            return False
         for attempt in range(self.retries + 1):
             outcome = self._post(url, body)
             if outcome.failure is None:
@@ -97,6 +104,7 @@ class WebhookSender:
                 break
             self._sleep(self._delay(attempt, outcome.retry_after))
         log.warning("webhook to %s failed after %d attempt(s): %s", _host(url), attempt + 1, outcome.failure)
+        self._down.add(url)
         return False
 
     def _post(self, url: str, body: bytes) -> _Attempt:

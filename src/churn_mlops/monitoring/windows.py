@@ -16,8 +16,7 @@ from churn_mlops.monitoring.drift import drift_report, quality_report
 from churn_mlops.monitoring.performance import ClassCounts, add_by_slice, expected_counts, metrics
 from churn_mlops.monitoring.profile import Profile, total
 from churn_mlops.monitoring.reference import Reference
-from churn_mlops.monitoring.registry import References
-from churn_mlops.monitoring.store import MonitorStore
+from churn_mlops.monitoring.store import MonitorStore, now_text
 from churn_mlops.settings import Settings
 
 ONLINE = "online"
@@ -44,47 +43,37 @@ class Window:
         return _ms(self.end)
 
 
-def due_windows(
-    store: MonitorStore,
-    kind: str,
-    until: date,
-    now: datetime,
-    settings: Settings,
-    touched: set[tuple[str, str]],
-) -> list[Window]:
-    """Windows up to `until` that were never computed, or whose inputs may have changed since."""
-    horizon = timedelta(days=settings.monitoring.label_horizon_days)
+def due_windows(store: MonitorStore, kind: str, until: date, settings: Settings) -> list[Window]:
+    """Windows up to `until` never computed, or whose inputs changed since they were: a day's
+    profile updated (new predictions, a batch run), or an outcome stored that the label join can
+    match to one of their predictions (observed before the window's end plus the horizon)."""
+    horizon_ms = int(settings.monitoring.label_horizon_days * DAY_MS)
     computed = {(w["start_day"], w["model_version"]): w["computed_at"] for w in store.windows(kind)}
-    planned: dict[tuple[date, str], Window] = {}
-    for day_text, version in store.profile_days():
+    planned: dict[tuple[date, str], tuple[Window, str]] = {}
+    for day_text, version, updated in store.profile_days():
         day = date.fromisoformat(day_text)
         if day > until:
             continue
         start = day if kind == "1d" else day - timedelta(days=day.weekday())
-        planned[(start, version)] = Window(
-            kind, start, start + timedelta(days=1 if kind == "1d" else 7), version
-        )
-    dirty = {
-        (w.start, w.model_version)
-        for w in planned.values()
-        for d, v in touched
-        if v == w.model_version and w.start <= date.fromisoformat(d) < w.end
-    }
+        window = Window(kind, start, start + timedelta(days=1 if kind == "1d" else 7), version)
+        latest = max(updated, planned[(start, version)][1]) if (start, version) in planned else updated
+        planned[(start, version)] = (window, latest)
     due = []
-    for key, window in sorted(planned.items()):
+    for window, updated in (planned[key] for key in sorted(planned)):
         stamp = computed.get((window.start.isoformat(), window.model_version))
-        settled = _at(window.end) + horizon
-        if stamp is None or key in dirty or datetime.fromisoformat(stamp) < settled:
+        if (
+            stamp is None
+            or updated > stamp
+            or store.labels_since(stamp, window.start_ms, window.end_ms + horizon_ms)
+        ):
             due.append(window)
     return due
 
 
 def compute_window(
-    store: MonitorStore, references: References, window: Window, settings: Settings, now: datetime
+    store: MonitorStore, reference: Reference, window: Window, settings: Settings, now: datetime
 ) -> dict[str, Any]:
     """Drift, data quality and performance of one window; stored and returned."""
-    reference = references.get(window.model_version)
-    assert reference is not None  # only profiled versions have profiles
     stored = [
         p
         for p in store.profiles(window.start.isoformat(), window.end.isoformat())
@@ -104,7 +93,7 @@ def compute_window(
         "sources": sources,
         "drift": drift_report(profile, reference, settings.monitoring.drift),
         "quality": quality_report(profile, reference),
-        "performance": _performance(store, window, profile, reference, settings, now, sources.get(ONLINE, 0)),
+        "performance": _performance(store, window, profile, reference, settings, now),
     }
     _save(store, result, now)
     return result
@@ -117,7 +106,6 @@ def _performance(
     reference: Reference,
     settings: Settings,
     now: datetime,
-    online: int,
 ) -> dict[str, Any]:
     monitoring, training = settings.monitoring, settings.training
     costs = BusinessCosts(training.offer_cost, training.saved_value, training.success_rate)
@@ -129,10 +117,11 @@ def _performance(
         counts.add(batch.probabilities, batch.decisions, batch.outcomes)
         add_by_slice(by_slice, batch.slices, batch.probabilities, batch.decisions, batch.outcomes)
     due = _at(window.end) + timedelta(days=monitoring.label_horizon_days) <= now
+    identified = store.scored(window.model_version, window.start_ms, window.end_ms)
     return {
         "labels": int(counts.total),
-        "with_customer_id": store.scored(window.model_version, window.start_ms, window.end_ms),
-        "coverage": counts.total / online if online else None,
+        "with_customer_id": identified,  # only these can be matched with an outcome
+        "coverage": counts.total / identified if identified else None,
         "labels_due": due,
         "test": {k: reference.test_metrics.get(k) for k in ("roc_auc", "pr_auc", "precision", "recall")},
         "realised": metrics(counts, costs),
@@ -165,7 +154,7 @@ def _save(store: MonitorStore, result: dict[str, Any], now: datetime) -> None:
         "estimated_roc_auc": estimated.get("roc_auc"),
         "coverage": result["performance"]["coverage"],
         "result": json.dumps(result),
-        "computed_at": now.isoformat(timespec="seconds"),
+        "computed_at": now_text(),  # the clock the profiles' and labels' stamps use
     }
     with store.engine.begin() as connection:
         store.save_window(row, connection)
@@ -177,6 +166,7 @@ def window_metrics(result: dict[str, Any]) -> dict[str, float | None]:
     values: dict[str, float | None] = {
         "drift.share": drift["share"],
         "drift.score": drift["score"]["value"],
+        "drift.score.drifted": float(drift["score"]["drifted"]),
         "predictions": result["predictions"],
         "labels.coverage": performance["coverage"],
         "labels.coverage_due": performance["coverage"] if performance["labels_due"] else None,
@@ -197,6 +187,7 @@ def window_metrics(result: dict[str, Any]) -> dict[str, float | None]:
     quality = result["quality"]
     values["quality.missing"] = max(quality["missing"].values(), default=0.0)
     values["quality.unknown_category"] = max(quality["unknown_category"].values(), default=0.0)
+    values["quality.out_of_range"] = max(quality["out_of_range"].values(), default=0.0)
     return values
 
 

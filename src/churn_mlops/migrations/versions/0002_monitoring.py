@@ -56,6 +56,7 @@ def upgrade() -> None:
         sa.Column("ingested_at", sa.String(32), nullable=False),
         sa.UniqueConstraint("customer_id", "observed_ms", name="uq_labels_customer_observed"),
     )
+    op.create_index("ix_labels_observed", "labels", ["observed_ms"])
     _windows()
     _alerts()
 
