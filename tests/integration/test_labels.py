@@ -37,16 +37,16 @@ def add_scores(store: MonitorStore, rows: list[tuple[int, str, int, float, int]]
         rows, schema=["prediction_id", "customer_id", "at_ms", "probability", "prediction"], orient="row"
     ).with_columns(model_version=pl.lit("1"))
     with store.engine.begin() as connection:
-        store.add_scores(frame, connection)
+        store.outcomes.add_scores(frame, connection)
 
 
 def add_labels(store: MonitorStore, rows: list[tuple[str, bool, int]]) -> tuple[int, int]:
     frame = pl.DataFrame(rows, schema=["customer_id", "churned", "observed_ms"], orient="row")
-    return store.add_labels(frame, "test")
+    return store.outcomes.add_labels(frame, "test")
 
 
 def joined(store: MonitorStore, horizon_days: float = 30) -> list[tuple[float, float, float]]:
-    batches = store.labelled("1", T0 - DAY_MS, T0 + DAY_MS, int(horizon_days * DAY_MS), 1000)
+    batches = store.outcomes.labelled("1", T0 - DAY_MS, T0 + DAY_MS, int(horizon_days * DAY_MS), 1000)
     return sorted(
         (float(p), float(d), float(y))
         for ps, ds, ys, _ in batches
@@ -82,7 +82,7 @@ def test_the_first_outcome_after_a_prediction_wins_and_duplicates_are_counted(st
     assert add_labels(store, [("c1", False, T0 + 5 * DAY_MS), ("c1", True, T0 + 20 * DAY_MS)]) == (2, 0)
     assert add_labels(store, [("c1", False, T0 + 5 * DAY_MS), ("c2", True, T0)]) == (1, 1)
     # The first prediction's first outcome is "stayed"; the second prediction's is "churned".
-    batches = store.labelled("1", T0 - DAY_MS, T0 + 11 * DAY_MS, 30 * DAY_MS, 1000)
+    batches = store.outcomes.labelled("1", T0 - DAY_MS, T0 + 11 * DAY_MS, 30 * DAY_MS, 1000)
     pairs = sorted((float(p), float(y)) for ps, _, ys, _ in batches for p, y in zip(ps, ys, strict=True))
     assert pairs == [(0.7, 0.0), (0.9, 1.0)]
     with store.engine.connect() as connection:
@@ -191,10 +191,10 @@ def test_realised_figures_per_slice_count_each_prediction_in_its_slices(store: M
         rows, schema=["prediction_id", "customer_id", "at_ms", "probability", "prediction"], orient="row"
     ).with_columns(model_version=pl.lit("1"), slices=pl.Series([keys[i % 2] for i in range(40)]))
     with store.engine.begin() as connection:
-        store.add_scores(frame, connection)
+        store.outcomes.add_scores(frame, connection)
     add_labels(store, [(f"c{i}", i % 3 == 0, T0 + DAY_MS) for i in range(40)])
     by_slice: dict[str, ClassCounts] = {}
-    for batch in store.labelled("1", T0 - DAY_MS, T0 + DAY_MS, 30 * DAY_MS, 7):
+    for batch in store.outcomes.labelled("1", T0 - DAY_MS, T0 + DAY_MS, 30 * DAY_MS, 7):
         add_by_slice(by_slice, batch.slices, batch.probabilities, batch.decisions, batch.outcomes)
     assert sorted(by_slice) == ["contract=One year", "contract=Two year", "tenure=<12"]
     assert by_slice["tenure=<12"].total == 40

@@ -119,7 +119,9 @@ def test_a_second_run_reads_nothing_twice_and_keeps_one_alert_per_window(
     try:
         late = datetime.fromisoformat(days[1]).replace(tzinfo=UTC) + timedelta(hours=1)
         outcome = pl.DataFrame({"customer_id": ["S1-000000000"], "churned": [True]})
-        store.add_labels(outcome.with_columns(observed_ms=pl.lit(int(late.timestamp() * 1000))), "late")
+        store.outcomes.add_labels(
+            outcome.with_columns(observed_ms=pl.lit(int(late.timestamp() * 1000))), "late"
+        )
         third = run_monitor(settings, spec, now=NOW)
         stored = store.alerts()
     finally:

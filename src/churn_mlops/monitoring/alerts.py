@@ -19,7 +19,8 @@ from typing import Any
 import sqlalchemy as sa
 
 from churn_mlops.monitoring import tables
-from churn_mlops.monitoring.store import MonitorStore, now_text
+from churn_mlops.monitoring.store import MonitorStore
+from churn_mlops.monitoring.tables import now_text
 from churn_mlops.monitoring.webhooks import Notification, WebhookSender
 from churn_mlops.monitoring.windows import window_metrics
 from churn_mlops.settings import AlertRule, Settings

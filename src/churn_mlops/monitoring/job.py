@@ -87,7 +87,7 @@ def ingest_predictions(
         profiles, scores, unknown = _profile_chunk(ready, references, spec, settings.training.slices)
         with store.engine.begin() as connection:
             store.add_profiles(profiles, connection)
-            store.add_scores(scores, connection)
+            store.outcomes.add_scores(scores, connection)
             store.set_state(connection, tables.WATERMARK, str(ready.get_column("id").max()))
             _set_last_prediction(store, connection, ready)
         rows, skipped = rows + ready.height, skipped + unknown

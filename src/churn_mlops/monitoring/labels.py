@@ -13,12 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import polars as pl
-import sqlalchemy as sa
 
 from churn_mlops.data.sources import Source, iter_source
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.errors import DataValidationError
-from churn_mlops.monitoring import tables
 from churn_mlops.monitoring.store import MonitorStore
 from churn_mlops.settings import Settings
 
@@ -42,8 +40,10 @@ def ingest_labels(source: Source, spec: DatasetSpec, settings: Settings) -> dict
             first_row = 1
             for raw in iter_source(source, BATCH_ROWS):
                 good, quarantined = parse_labels(raw, spec, now, first_row=first_row)
-                added, known = store.add_labels(good, source.describe()) if good.height else (0, 0)
-                totals["unknown_customers"] += _unknown(store, good)
+                added, known = store.outcomes.add_labels(good, source.describe()) if good.height else (0, 0)
+                totals["unknown_customers"] += store.outcomes.unknown_customers(
+                    good.get_column("customer_id")
+                )
                 totals["rows_in"] += raw.height
                 totals["added"], totals["duplicates"] = totals["added"] + added, totals["duplicates"] + known
                 totals["quarantined"] += quarantined.height
@@ -119,20 +119,6 @@ def _timestamps(dtype: pl.DataType, column: str) -> pl.Expr:
         for f in NAIVE_FORMATS
     ]
     return pl.coalesce(*aware, *naive)
-
-
-def _unknown(store: MonitorStore, good: pl.DataFrame) -> int:
-    """Customers with outcomes whom the monitoring store has no scored prediction for."""
-    ids = good.get_column("customer_id").unique().to_list()
-    known = 0
-    with store.engine.connect() as connection:
-        for start in range(0, len(ids), 5_000):
-            chunk = ids[start : start + 5_000]
-            query = sa.select(sa.func.count(sa.distinct(tables.scores.c.customer_id))).where(
-                tables.scores.c.customer_id.in_(chunk)
-            )
-            known += int(connection.scalar(query) or 0)
-    return len(ids) - known
 
 
 def _write_quarantine(frames: list[pl.DataFrame], directory: Path, now: datetime) -> Path | None:

@@ -55,17 +55,14 @@ def simulate(
     predictions = labels = 0
     try:
         with store.errors():
-            insert = Insert(store.engine, predictions_table())
             for index in range(days):
-                day = now.date() - timedelta(days=days - 1 - index)
                 shifted = drift if drift_from_day is not None and index >= drift_from_day else 0.0
                 frame = _customers(spec, per_day, seed * 100_000 + index, shifted)
-                at = _times(rng, day, frame.height, now)
+                at = _times(rng, now.date() - timedelta(days=days - 1 - index), frame.height, now)
                 logged = _log_rows(frame, at, predictor, info.version, spec, store.engine.dialect.name)
-                with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-                    insert.commit(connection, logged)
+                _write_predictions(store, logged)
                 outcomes = _labels(frame, at, spec, label_delay_days, now)
-                labels += store.add_labels(outcomes, source="simulator")[0]
+                labels += store.outcomes.add_labels(outcomes, source="simulator")[0]
                 predictions += len(logged)
                 advance(len(logged))
     finally:
@@ -80,6 +77,13 @@ def simulate(
         if drift_from_day is not None and drift > 0
         else None,
     }
+
+
+def _write_predictions(store: MonitorStore, rows: list[tuple[Any, ...]]) -> None:
+    """Insert log rows as the prediction log does: multi-row INSERTs in one transaction."""
+    insert = Insert(store.engine, predictions_table())
+    with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        insert.commit(connection, rows)
 
 
 def _customers(spec: DatasetSpec, rows: int, seed: int, drift: float) -> pl.DataFrame:

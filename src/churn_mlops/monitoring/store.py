@@ -13,30 +13,22 @@ from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, NamedTuple
+from typing import Any
 
-import numpy as np
 import polars as pl
 import sqlalchemy as sa
 
 from churn_mlops.errors import MonitoringError, first_line
 from churn_mlops.monitoring import tables
+from churn_mlops.monitoring.outcomes import Outcomes
 from churn_mlops.monitoring.profile import Profile
+from churn_mlops.monitoring.tables import now_text
 from churn_mlops.serving.predtable import predictions_table
 from churn_mlops.sql import create_engine, sqlite_file
 
 
 class MonitorStoreError(MonitoringError):
     """The monitoring store cannot be used: unreachable, or another run holds its lock."""
-
-
-class Labelled(NamedTuple):
-    """Labelled predictions: probabilities, decisions, outcomes (1 churned) and slice keys (JSON)."""
-
-    probabilities: np.ndarray
-    decisions: np.ndarray
-    outcomes: np.ndarray
-    slices: list[str | None]
 
 
 @dataclass(frozen=True)
@@ -47,11 +39,6 @@ class StoredProfile:
     source: str
     model_version: str
     profile: Profile
-
-
-def now_text() -> str:
-    """The current UTC time as ISO-8601 text, to the millisecond (stamps compared as text)."""
-    return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
 class MonitorStore:
@@ -73,6 +60,7 @@ class MonitorStore:
                 f"monitoring store at {self.where}: {first_line(getattr(exc, 'orig', None) or exc)}"
             ) from exc
         self.predictions = predictions_table()
+        self.outcomes = Outcomes(self.engine)
 
     @contextmanager
     def errors(self) -> Iterator[None]:
@@ -207,76 +195,6 @@ class MonitorStore:
         with self.engine.connect() as connection:
             return [(r[0], r[1], r[2]) for r in connection.execute(query.order_by(table.c.day))]
 
-    def labels_since(self, stamp: str, after_ms: int, until_ms: int) -> bool:
-        """Whether an outcome observed in (after_ms, until_ms] was stored after `stamp`."""
-        lab = tables.labels
-        query = sa.select(lab.c.id).where(
-            lab.c.observed_ms > after_ms, lab.c.observed_ms <= until_ms, lab.c.ingested_at > stamp
-        )
-        with self.engine.connect() as connection:
-            return connection.execute(query.limit(1)).first() is not None
-
-    def add_scores(self, frame: pl.DataFrame, connection: sa.Connection) -> None:
-        """Keep the scores of predictions with a customer id, for the label join."""
-        if frame.height:
-            connection.execute(tables.scores.insert(), frame.to_dicts())
-
-    def scored(self, version: str, start_ms: int, end_ms: int) -> int:
-        """Predictions with a customer id by `version` in [start_ms, end_ms)."""
-        s = tables.scores
-        query = sa.select(sa.func.count()).where(
-            s.c.model_version == version, s.c.at_ms >= start_ms, s.c.at_ms < end_ms
-        )
-        with self.engine.connect() as connection:
-            return int(connection.scalar(query) or 0)
-
-    def labelled(
-        self, version: str, start_ms: int, end_ms: int, horizon_ms: int, chunk_rows: int
-    ) -> Iterator[Labelled]:
-        """The window's predictions that have an outcome, each matched with the first outcome
-        observed in (at, at + horizon], `chunk_rows` at a time."""
-        s, lab = tables.scores, tables.labels
-        rank = sa.func.row_number().over(partition_by=s.c.prediction_id, order_by=lab.c.observed_ms)
-        joined = (
-            sa.select(s.c.probability, s.c.prediction, lab.c.churned, s.c.slices, rank.label("rank"))
-            .join(
-                lab,
-                sa.and_(
-                    lab.c.customer_id == s.c.customer_id,
-                    lab.c.observed_ms > s.c.at_ms,
-                    lab.c.observed_ms <= s.c.at_ms + horizon_ms,
-                ),
-            )
-            .where(s.c.model_version == version, s.c.at_ms >= start_ms, s.c.at_ms < end_ms)
-            .subquery()
-        )
-        columns = (joined.c.probability, joined.c.prediction, joined.c.churned, joined.c.slices)
-        query = sa.select(*columns).where(joined.c.rank == 1)
-        with self.engine.connect() as connection:
-            result = connection.execution_options(yield_per=chunk_rows).execute(query)
-            for part in result.partitions():
-                rows = [tuple(row) for row in part]
-                values = np.array([row[:3] for row in rows], dtype=np.float64)
-                yield Labelled(values[:, 0], values[:, 1], values[:, 2], [row[3] for row in rows])
-
-    def add_labels(self, frame: pl.DataFrame, source: str) -> tuple[int, int]:
-        """Store outcomes (customer_id, churned, observed_ms); (added, already known) counts.
-
-        An outcome already stored for the same customer and time is a duplicate, not an error.
-        """
-        table, ingested = tables.labels, now_text()
-        added = 0
-        with self.engine.begin() as connection:
-            existing = _existing_labels(connection, frame)
-            fresh = frame.join(existing, on=["customer_id", "observed_ms"], how="anti").unique(
-                ["customer_id", "observed_ms"], keep="first", maintain_order=True
-            )
-            rows = fresh.with_columns(source=pl.lit(source), ingested_at=pl.lit(ingested)).to_dicts()
-            for start in range(0, len(rows), 10_000):
-                connection.execute(table.insert(), rows[start : start + 10_000])
-            added = len(rows)
-        return added, frame.height - added
-
     def save_window(self, row: dict[str, Any], connection: sa.Connection) -> None:
         """Store a window's results in place of earlier ones."""
         w = tables.windows
@@ -306,18 +224,6 @@ class MonitorStore:
             query = query.where(a.c.state == state)
         with self.engine.connect() as connection:
             return [dict(r._mapping) for r in connection.execute(query)]
-
-
-def _existing_labels(connection: sa.Connection, frame: pl.DataFrame) -> pl.DataFrame:
-    table = tables.labels
-    ids = frame.get_column("customer_id").unique().to_list()
-    found: list[tuple[str, int]] = []
-    for start in range(0, len(ids), 5_000):
-        query = sa.select(table.c.customer_id, table.c.observed_ms).where(
-            table.c.customer_id.in_(ids[start : start + 5_000])
-        )
-        found += [(r[0], r[1]) for r in connection.execute(query)]
-    return pl.DataFrame(found, schema={"customer_id": pl.String, "observed_ms": pl.Int64}, orient="row")
 
 
 def _wait_for_locks(dbapi_connection: Any, _record: Any) -> None:

@@ -6,6 +6,8 @@ the label join compares are epoch milliseconds, so the same SQL adds a horizon e
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import sqlalchemy as sa
 
 WATERMARK = "watermark:predictions"  # monitor_state names: the last prediction id profiled,
@@ -96,3 +98,8 @@ alerts = sa.Table(
     sa.Column("notified", sa.String(16)),
     sa.UniqueConstraint("rule", "kind", "window_start", "model_version", name="uq_alerts_rule_window"),
 )
+
+
+def now_text() -> str:
+    """The current UTC time as ISO-8601 text, to the millisecond: the stamps these tables compare."""
+    return datetime.now(UTC).isoformat(timespec="milliseconds")

@@ -16,7 +16,8 @@ from churn_mlops.monitoring.drift import drift_report, quality_report
 from churn_mlops.monitoring.performance import ClassCounts, add_by_slice, expected_counts, metrics
 from churn_mlops.monitoring.profile import Profile, total
 from churn_mlops.monitoring.reference import Reference
-from churn_mlops.monitoring.store import MonitorStore, now_text
+from churn_mlops.monitoring.store import MonitorStore
+from churn_mlops.monitoring.tables import now_text
 from churn_mlops.settings import Settings
 
 ONLINE = "online"
@@ -64,7 +65,7 @@ def due_windows(store: MonitorStore, kind: str, until: date, settings: Settings)
         if (
             stamp is None
             or updated > stamp
-            or store.labels_since(stamp, window.start_ms, window.end_ms + horizon_ms)
+            or store.outcomes.labels_since(stamp, window.start_ms, window.end_ms + horizon_ms)
         ):
             due.append(window)
     return due
@@ -111,13 +112,13 @@ def _performance(
     costs = BusinessCosts(training.offer_cost, training.saved_value, training.success_rate)
     horizon_ms = int(monitoring.label_horizon_days * DAY_MS)
     counts, by_slice = ClassCounts.empty(), dict[str, ClassCounts]()
-    for batch in store.labelled(
+    for batch in store.outcomes.labelled(
         window.model_version, window.start_ms, window.end_ms, horizon_ms, monitoring.chunk_rows
     ):
         counts.add(batch.probabilities, batch.decisions, batch.outcomes)
         add_by_slice(by_slice, batch.slices, batch.probabilities, batch.decisions, batch.outcomes)
     due = _at(window.end) + timedelta(days=monitoring.label_horizon_days) <= now
-    identified = store.scored(window.model_version, window.start_ms, window.end_ms)
+    identified = store.outcomes.scored(window.model_version, window.start_ms, window.end_ms)
     return {
         "labels": int(counts.total),
         "with_customer_id": identified,  # only these can be matched with an outcome
