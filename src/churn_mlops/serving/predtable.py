@@ -7,8 +7,8 @@ when the INSERTs run is in `predlog.py`.
 
 The table is append-only and has no index but its key: every index is one more page that each
 commit writes to the WAL and each checkpoint copies and syncs, and on SQLite that I/O, not the
-INSERT, is what a prediction waits on (see docs/benchmarks.md). Reads go by time or by id, in
-order; a lookup by request id scans.
+INSERT, is what a prediction waits on. Reads go by time or by id, in order; a lookup by
+request id scans.
 """
 
 from __future__ import annotations
@@ -221,7 +221,7 @@ class Checkpointer:
 
     The thread is scheduled as a batch job (SCHED_BATCH on Linux): a round takes several
     milliseconds of CPU, and a normal thread waking for it preempted the event loop on the same
-    core, which at a busy hour then fell behind by tens of milliseconds (see docs/benchmarks.md).
+    core, which at a busy hour then fell behind by tens of milliseconds (docs/benchmarks.md, Serving).
     A batch thread waits for the loop to block or to use up its time slice, and still gets its
     fair share of a busy CPU, so the WAL stays bounded. (The lowest priority, SCHED_IDLE, helped
     the loop as much but starved the checkpointer whenever other processes kept the CPUs busy.)
