@@ -106,7 +106,7 @@ from churn_mlops.models.registry import Registry
 from churn_mlops.settings import Settings
 
 settings = Settings()
-_, predictor = Registry(settings.tracking_uri, "churn", settings.models_dir).load("champion")
+_, predictor = Registry.from_settings(settings).load("champion")
 valid = validate(pl.read_parquet(sys.argv[1]).drop("Churn"), load_spec(), require_target=False).valid
 matrix = transform(valid, predictor.features)
 times = []

@@ -178,7 +178,7 @@ def pipeline_stages(csv: Path, home: Path) -> dict[str, float]:
 
     settings, spec = Settings(home=home), load_spec()
     start = time.perf_counter()
-    registry = Registry(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
+    registry = Registry.from_settings(settings)
     Tracker(registry.client, settings.registry.experiment, settings.home / "mlartifacts")
     seconds = {"MLflow store init (fresh SQLite)": time.perf_counter() - start}
     start = time.perf_counter()

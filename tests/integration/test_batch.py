@@ -36,7 +36,7 @@ def test_scores_equal_the_models_own_predictions(home: TrainedHome, telco_csv: P
     assert tuple(scores.columns) == SCORE_COLUMNS
     valid = validate(pl.read_csv(telco_csv, infer_schema=False), load_spec()).valid
     settings = get_settings()
-    _, predictor = Registry(settings.tracking_uri, "churn", settings.models_dir).load("champion")
+    _, predictor = Registry.from_settings(settings).load("champion")
     expected = dict(zip(valid.get_column("customer_id"), predictor.predict_proba(valid), strict=True))
     got = dict(zip(scores.get_column("customer_id"), scores.get_column("churn_probability"), strict=True))
     assert got.keys() == expected.keys()

@@ -125,7 +125,7 @@ def test_a_missing_java_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_p
 @pytest.mark.slow
 def test_broadcast_model_files_are_verified_like_a_version_folder(home: TrainedHome, tmp_path: Path) -> None:
     settings = get_settings()
-    registry = Registry(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
+    registry = Registry.from_settings(settings)
     folder = registry.fetch("champion", tmp_path / "model")
     files = {p.relative_to(folder).as_posix(): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
     customers = {name: [c.get(name) for c in home.customers] for name in home.customers[0]}

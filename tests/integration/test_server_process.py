@@ -112,7 +112,7 @@ class Hammer:
 
 def _registry(home: TrainedHome) -> Registry:
     settings = Settings(home=home.home)
-    return Registry(settings.tracking_uri, "churn", settings.models_dir)
+    return Registry.from_settings(settings)
 
 
 def _retrain(home: TrainedHome, seed: int) -> None:

@@ -19,7 +19,7 @@ pytestmark = pytest.mark.slow
 
 def _registry() -> Registry:
     settings = get_settings()
-    return Registry(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
+    return Registry.from_settings(settings)
 
 
 def _versions() -> dict[str, dict]:  # type: ignore[type-arg]

@@ -41,7 +41,7 @@ def score_customers(
     from churn_mlops.models.registry import Registry
     from churn_mlops.monitoring.registry import References
 
-    registry = Registry(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
+    registry = Registry.from_settings(settings)
     info, predictor = registry.load(request.model)
     reference = References(settings).get(info.version)
     predictor = predictor.with_threads(settings.batch.num_threads)

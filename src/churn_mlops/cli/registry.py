@@ -26,7 +26,7 @@ def open_registry() -> Registry:
     from churn_mlops.models.registry import Registry
 
     settings = get_settings()
-    return Registry(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
+    return Registry.from_settings(settings)
 
 
 @app.command("list")

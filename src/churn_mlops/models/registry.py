@@ -14,7 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow import MlflowClient
@@ -23,6 +23,9 @@ from mlflow.exceptions import MlflowException
 
 from churn_mlops.errors import ChecksumError, ModelNotFoundError
 from churn_mlops.models.artifacts import CHECKSUMS_FILE, Predictor, load_predictor, verify
+
+if TYPE_CHECKING:
+    from churn_mlops.settings import Settings
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -64,6 +67,11 @@ class VersionInfo:
 
 class Registry:
     """Registered versions of one model, in an MLflow tracking store."""
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Registry:
+        """The registry the settings name: their tracking URI, model name and model cache."""
+        return cls(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
 
     def __init__(self, tracking_uri: str, model_name: str, cache_dir: Path) -> None:
         self.tracking_uri = tracking_uri

@@ -24,7 +24,7 @@ class References:
     def __init__(self, settings: Settings) -> None:
         from churn_mlops.models.registry import Registry
 
-        self.registry = Registry(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
+        self.registry = Registry.from_settings(settings)
         self.cache_dir = settings.models_dir
         self._known: dict[str, Reference | None] = {}
 

@@ -47,7 +47,7 @@ def simulate(
     from churn_mlops.models.registry import Registry
 
     now = now or datetime.now(UTC)
-    registry = Registry(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
+    registry = Registry.from_settings(settings)
     info, predictor = registry.load(model)
     predictor = predictor.with_threads(settings.batch.num_threads)
     store = MonitorStore(settings.serving_database_url)

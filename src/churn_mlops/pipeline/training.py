@@ -169,7 +169,7 @@ def train_and_register(
 ) -> TrainingOutcome:
     """Train on a lake version, track the run, register the model and let the gate decide."""
     config, manifest = settings.training, lake_version.manifest
-    registry = Registry(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
+    registry = Registry.from_settings(settings)
     tracker = Tracker(registry.client, settings.registry.experiment, _artifact_root(settings))
     lineage = {
         "data_version": manifest.version,

@@ -41,7 +41,7 @@ def build_services(settings: Settings) -> Services:
     """The real services: SQL key store and log, Redis or in-process limits, the registry's champion."""
     from churn_mlops.models.registry import Registry
 
-    registry = Registry(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
+    registry = Registry.from_settings(settings)
     serving = settings.serving
     predlog = PredictionLog(
         settings.serving_database_url, batch_size=serving.log_batch_size, wait_ms=serving.log_wait_ms
