@@ -17,9 +17,10 @@ import pytest
 import sqlalchemy as sa
 
 from churn_mlops.data.spec import load_spec
+from churn_mlops.errors import MonitoringError
 from churn_mlops.monitoring import alerts as rules
 from churn_mlops.monitoring.alerts import notify
-from churn_mlops.monitoring.job import run_monitor
+from churn_mlops.monitoring.job import decode_inputs, run_monitor
 from churn_mlops.monitoring.simulate import simulate
 from churn_mlops.monitoring.store import MonitorStore, MonitorStoreError
 from churn_mlops.settings import AlertRule, Settings
@@ -277,3 +278,27 @@ def test_postgresql_is_the_store_at_scale(monitored_home: TrainedHome, postgres_
     assert not windows[0]["drift"]["drifted_features"]
     assert windows[0]["performance"]["realised"]["roc_auc"] > 0.7
     assert any(a["rule"] == "data_drift" for a in summary["alerts"])
+
+
+@pytest.mark.slow
+def test_an_unreadable_registry_stops_the_run_before_the_watermark_moves(
+    monitored_home: TrainedHome, tmp_path: Path
+) -> None:
+    settings = settings_for(monitored_home, sqlite_url(tmp_path))
+    spec = load_spec()
+    simulate(settings, spec, days=2, per_day=500, now=NOW)
+    elsewhere = settings.model_copy(
+        update={
+            "registry": settings.registry.model_copy(update={"tracking_uri": sqlite_url(tmp_path / "empty")})
+        }
+    )
+    with pytest.raises(MonitoringError, match="cannot read the model registry"):
+        run_monitor(elsewhere, spec, now=NOW)
+    assert run_monitor(settings, spec, now=NOW)["predictions_read"] == 1000  # nothing was skipped
+
+
+def test_a_logged_value_of_another_type_reads_as_missing() -> None:
+    logged = pl.Series(['{"customer_id": "a", "tenure": "twelve", "contract": 3}', '{"tenure": 4}'])
+    decoded = decode_inputs(logged, load_spec())
+    assert decoded.get_column("tenure").to_list() == [None, 4.0]
+    assert decoded.get_column("customer_id").to_list() == ["a", None]
