@@ -10,7 +10,7 @@ $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
 
 sync: | $(UV)
-	$(UV) sync --locked --all-extras
+	$(UV) sync --locked --all-extras --compile-bytecode
 
 run: sync
 	$(UV) run churn pipeline run --serve $(ARGS)
