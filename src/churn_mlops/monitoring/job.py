@@ -1,8 +1,8 @@
 """The monitoring job: profile new predictions, compute due windows, fire and send alerts.
 
 `run_monitor` is idempotent: the prediction log is read from a watermark (each row once, its
-counts added to its day's profile), and a window is computed again while anything it reads can
-still change (new predictions on its days, labels within the horizon, an unfinished day).
+counts added to its day's profile), and a window is computed again only when what it reads has
+changed since (a profile of its days, an outcome it can match; see `windows.due_windows`).
 """
 
 from __future__ import annotations
