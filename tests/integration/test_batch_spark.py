@@ -49,7 +49,7 @@ def _require_spark(*, java: bool = True) -> None:
 def spark() -> Iterator[Any]:
     """One local Spark session for the module, split into small partitions; runs reuse it."""
     _require_spark()
-    from churn_mlops.batch.spark import spark_session
+    from churn_mlops.batch.spark_session import spark_session
 
     with spark_session(BatchSettings()) as session:
         # Small input splits, so a few thousand rows span many partitions (row numbering across them).
@@ -98,7 +98,7 @@ def bad_csv(tmp_path: Path) -> Path:
 
 
 def test_a_missing_pyspark_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
-    from churn_mlops.batch.spark import spark_session
+    from churn_mlops.batch.spark_session import spark_session
 
     monkeypatch.setitem(sys.modules, "pyspark.sql", None)
     with pytest.raises(ConfigError, match=r"uv sync --extra spark"), spark_session(BatchSettings()):
@@ -109,7 +109,7 @@ def test_a_missing_java_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_p
     _require_spark(java=False)
     from pyspark.sql import SparkSession
 
-    from churn_mlops.batch.spark import spark_session
+    from churn_mlops.batch.spark_session import spark_session
 
     if SparkSession.getActiveSession() is not None:
         pytest.skip("a Spark session is already running in this process")

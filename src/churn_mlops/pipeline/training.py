@@ -6,11 +6,8 @@ metrics, slices, plots, card and profile on test -> MLflow run -> registry versi
 
 from __future__ import annotations
 
-import json
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -22,12 +19,8 @@ from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.errors import DataValidationError
 from churn_mlops.features import FeatureSpec, fit_features, transform
 from churn_mlops.models import evaluation
-from churn_mlops.models.artifacts import write_artifacts
-from churn_mlops.models.card import ModelCardInfo, model_card
 from churn_mlops.models.economics import BusinessCosts
 from churn_mlops.models.gate import Decision
-from churn_mlops.models.plots import save_plots
-from churn_mlops.models.profile import reference_profile
 from churn_mlops.models.registry import Registry, VersionInfo
 from churn_mlops.models.tracking import Tracker, git_commit
 from churn_mlops.models.training import (
@@ -40,6 +33,7 @@ from churn_mlops.models.training import (
 )
 from churn_mlops.models.tuning import tune_lightgbm
 from churn_mlops.pipeline.promotion import gate_new_version
+from churn_mlops.pipeline.version import Trained, register_version
 from churn_mlops.settings import Settings, TrainingSettings
 
 Step = Callable[[str], None]
@@ -189,8 +183,8 @@ def train_and_register(
         step("evaluating on held-out rows")
         result = evaluate(prepared, model, config)
         step("tracking and registering")
-        version = _register(
-            registry, tracker, run_id, _Trained(prepared, model, result, lineage), spec, config
+        version = register_version(
+            registry, tracker, run_id, Trained(prepared, model, result, lineage), spec, config
         )
     except BaseException:
         tracker.finish(run_id, failed=True)
@@ -239,110 +233,6 @@ def _tune(
         parent, metrics={"tuning_best_valid_roc_auc": result.best_value}, tags={"tuned_trials": str(trials)}
     )
     return result.best_params
-
-
-@dataclass(frozen=True)
-class _Trained:
-    """A fitted model with its data, evaluation and lineage: what a version is made of."""
-
-    prepared: Prepared
-    model: TrainedModel
-    result: Evaluation
-    lineage: dict[str, str]
-
-
-def _register(
-    registry: Registry,
-    tracker: Tracker,
-    run_id: str,
-    trained: _Trained,
-    spec: DatasetSpec,
-    config: TrainingSettings,
-) -> VersionInfo:
-    model, result, lineage = trained.model, trained.result, trained.lineage
-    with tempfile.TemporaryDirectory(prefix="churn-model-") as tmp:
-        directory = Path(tmp) / "model"
-        _write_version(directory, trained, spec, config, registry.model_name)
-        tracker.log(
-            run_id,
-            params=model.params | {"best_iteration": model.best_iteration},
-            metrics=_flat(result),
-            tags=lineage,
-        )
-        tracker.log_artifacts(run_id, directory, "model")
-        tags = {
-            **lineage,
-            "metrics": json.dumps(_rounded(result.test)),
-            "threshold": f"{result.threshold:.6f}",
-        }
-        return registry.register(run_id, directory, "model", tags)
-
-
-def _write_version(
-    directory: Path, trained: _Trained, spec: DatasetSpec, config: TrainingSettings, name: str
-) -> None:
-    prepared, model, result, lineage = trained.prepared, trained.model, trained.result, trained.lineage
-    created = datetime.now(UTC).isoformat(timespec="seconds")
-    y_test = prepared.part("test")[1]
-    save_plots(y_test, result.test_probabilities, result.threshold, result.importance, directory / "plots")
-    train_frame = prepared.frame[prepared.split.train]
-    profile = reference_profile(train_frame, result.test_probabilities, prepared.features)
-    card = ModelCardInfo(
-        model_name=name,
-        version=None,
-        dataset=lineage["dataset"],
-        data_version=lineage["data_version"],
-        data_hash=lineage["data_hash"],
-        spec_name=spec.name,
-        spec_digest=lineage["spec_digest"],
-        rows=prepared.split.sizes(),
-        metrics=result.test,
-        baseline_metrics=result.baseline,
-        slices=result.slices,
-        threshold=result.threshold,
-        threshold_rule=config.threshold_rule,
-        params=model.params,
-        created_at=created,
-    )
-    metrics = {
-        "test": result.test,
-        "valid": result.valid,
-        "baseline_test": result.baseline,
-        "slices": result.slices,
-        "importance_gain": result.importance,
-    }
-    meta = {
-        "calibration": vars(model.calibration),
-        "threshold": result.threshold,
-        "threshold_rule": config.threshold_rule,
-        "feature_names": list(prepared.features.feature_names),
-        "best_iteration": model.best_iteration,
-        "params": model.params,
-        "created_at": created,
-        "rows": prepared.split.sizes(),
-        **lineage,
-    }
-    write_artifacts(
-        directory,
-        booster=model.booster,
-        features=prepared.features,
-        meta=meta,
-        documents={
-            "metrics.json": json.dumps(metrics, indent=2, default=str),
-            "profile.json": json.dumps(profile),
-            "model_card.md": model_card(card),
-        },
-    )
-
-
-def _flat(result: Evaluation) -> dict[str, float]:
-    parts = {"test": result.test, "valid": result.valid, "baseline_test": result.baseline}
-    flat = {f"{part}_{name}": value for part, metrics in parts.items() for name, value in metrics.items()}
-    return flat | {"threshold": result.threshold}
-
-
-def _rounded(metrics: dict[str, float]) -> dict[str, float]:
-    return {name: round(value, 6) for name, value in metrics.items()}
 
 
 def _slices(frame: pl.DataFrame, config: TrainingSettings) -> dict[str, list[float] | None]:
