@@ -53,7 +53,8 @@ def example_customer(spec: DatasetSpec) -> dict[str, Any]:
         elif column.type is Kind.BOOLEAN:
             example[column.name] = False
         else:
-            example[column.name] = EXAMPLE.get(column.name, column.min if column.min is not None else 0)
+            value = EXAMPLE.get(column.name, column.min if column.min is not None else 0)
+            example[column.name] = int(value) if column.integer else value
     return example
 
 
