@@ -18,8 +18,8 @@ from churn_mlops.data.synthetic import generate
 from churn_mlops.data.validation import validate
 from churn_mlops.models.registry import Registry
 from churn_mlops.settings import get_settings
+from tests.commands import churn
 from tests.integration.serving_fixtures import TrainedHome
-from tests.integration.test_cli import churn
 
 pytestmark = pytest.mark.slow
 

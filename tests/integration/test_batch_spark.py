@@ -25,8 +25,8 @@ from churn_mlops.models.registry import Registry
 from churn_mlops.monitoring.store import MonitorStore
 from churn_mlops.serving.app import create_app
 from churn_mlops.settings import BatchSettings, ServingSettings, Settings, get_settings
+from tests.commands import churn
 from tests.integration.serving_fixtures import TrainedHome
-from tests.integration.test_cli import churn
 
 RUN_DATE = "2026-11-29"
 VOLATILE = {"engine", "seconds", "rows_per_s", "output", "quarantine_path", "top_path"}

@@ -12,7 +12,7 @@ import pytest
 from churn_mlops.errors import ChecksumError
 from churn_mlops.models.registry import Registry
 from churn_mlops.settings import get_settings
-from tests.integration.test_cli import churn
+from tests.commands import churn
 
 pytestmark = pytest.mark.slow
 

@@ -7,19 +7,8 @@ from pathlib import Path
 
 import polars as pl
 import pytest
-from typer.testing import CliRunner
 
-from churn_mlops.cli import app
-
-runner = CliRunner()
-
-
-def churn(*args: str, code: int = 0) -> str:
-    """Run `churn args...`, check the exit code, and return stdout."""
-    result = runner.invoke(app, list(args))
-    assert result.exit_code == code, f"exit {result.exit_code}: {result.output}{result.stderr}"
-    assert "Traceback" not in result.output + result.stderr
-    return result.stdout if code == 0 else result.stderr
+from tests.commands import churn
 
 
 def test_ingest_the_telco_csv(churn_home: Path, telco_csv: Path) -> None:
