@@ -2,7 +2,7 @@
 
 A local master keeps Spark on loopback and runs its Python workers with this interpreter. The
 run's SQL settings (Arrow batches of the run's size, UTC microsecond timestamps) are set for the
-run and a reused session's own values restored afterwards.
+run; a reused session gets its own values back afterwards.
 """
 
 from __future__ import annotations
@@ -82,7 +82,7 @@ def _session_conf(master: str) -> dict[str, str]:
 
 @contextmanager
 def _runtime_conf(spark: SparkSession, batch_rows: int) -> Iterator[None]:
-    """Set the run's SQL settings, restoring a reused session's own values afterwards."""
+    """Set the run's SQL settings; a reused session gets its own values back afterwards."""
     wanted = {
         "spark.sql.execution.arrow.pyspark.enabled": "true",
         "spark.sql.execution.arrow.maxRecordsPerBatch": str(batch_rows),
