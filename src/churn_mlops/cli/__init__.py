@@ -11,6 +11,7 @@ from churn_mlops.cli import batch, data, keys, monitor, pipeline, registry
 from churn_mlops.cli.output import ChurnGroup
 from churn_mlops.cli.serve import serve_command
 from churn_mlops.cli.train import train_command
+from churn_mlops.runtime import passive_openmp_waits
 
 app = typer.Typer(
     cls=ChurnGroup,
@@ -45,7 +46,5 @@ def _configure(verbose: bool = typer.Option(False, "--verbose", "-v", help="Log 
 
 def main() -> None:
     """Entry point of the `churn` console script."""
-    # LightGBM's OpenMP threads spin while idle by default; on a small shared machine that
-    # starves every other process (and itself). Must be set before LightGBM is imported.
-    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    passive_openmp_waits()
     app()

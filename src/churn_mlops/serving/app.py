@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable
-from typing import Any
 
 import sqlalchemy as sa
 from fastapi import FastAPI
@@ -19,6 +18,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from churn_mlops.data.spec import DatasetSpec, load_spec
 from churn_mlops.errors import ChurnError
 from churn_mlops.monitoring.gauges import MonitoringCollector
+from churn_mlops.runtime import freeze_heap, one_scoring_thread
 from churn_mlops.serving.direct import DirectDispatch
 from churn_mlops.serving.keys import KeyStore
 from churn_mlops.serving.metrics import Metrics
@@ -27,7 +27,7 @@ from churn_mlops.serving.model import ModelHolder
 from churn_mlops.serving.predlog import PredictionLog
 from churn_mlops.serving.problems import add_error_handlers
 from churn_mlops.serving.ratelimit import make_rate_limiter
-from churn_mlops.serving.routes import Routes, Services, freeze_heap
+from churn_mlops.serving.routes import Routes, Services
 from churn_mlops.serving.schemas import customer_model
 from churn_mlops.settings import Settings, get_settings
 
@@ -50,19 +50,8 @@ def build_services(settings: Settings) -> Services:
         keys=KeyStore(settings.serving_database_url),
         limiter=make_rate_limiter(serving.redis_url, serving.rate_per_second, serving.burst),
         predlog=predlog,
-        holder=ModelHolder(_single_threaded(registry.load), registry.resolve),
+        holder=ModelHolder(one_scoring_thread(registry.load), registry.resolve),
     )
-
-
-def _single_threaded(load: Callable[[str], tuple[Any, Any]]) -> Callable[[str], tuple[Any, Any]]:
-    """A loader whose predictors score on one thread: a request is a few rows, and each worker
-    process has its core; OpenMP threads would only add wake-up latency."""
-
-    def single(alias: str) -> tuple[Any, Any]:
-        info, predictor = load(alias)
-        return info, predictor.with_threads(1)
-
-    return single
 
 
 def create_app(

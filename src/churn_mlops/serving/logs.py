@@ -18,6 +18,8 @@ from typing import Any, TextIO, cast
 
 import orjson
 
+from churn_mlops.runtime import lean_log_records
+
 _STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime"}
 
 
@@ -150,12 +152,9 @@ def configure_json_logging(level: int = logging.INFO) -> None:
     """Send every log record to stderr as JSON lines, written off the caller's thread.
 
     The JSON lines carry neither thread, process nor source location, so records skip finding
-    them (the logging HOWTO's "Optimization" switches): every request writes an access line.
+    them (`runtime.lean_log_records`).
     """
-    logging.logThreads = False
-    logging.logProcesses = False
-    logging.logMultiprocessing = False
-    logging._srcfile = None
+    lean_log_records()
     handler = BackgroundStreamHandler()
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger()

@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
 import sqlite3
-import sys
 import threading
 from datetime import UTC, datetime
 from typing import Any, Final, TypeAlias
@@ -26,6 +24,7 @@ import polars as pl
 import sqlalchemy as sa
 
 from churn_mlops.errors import ChurnError, first_line
+from churn_mlops.runtime import run_as_batch
 
 logger = logging.getLogger("churn_mlops.serving.predlog")
 
@@ -252,17 +251,3 @@ class Checkpointer:
         left = checkpoint(self.engine, "PASSIVE", passes=CHECKPOINT_PASSES)
         if left is not None and left >= RESTART_PAGES:
             checkpoint(self.engine, "RESTART", busy_ms=RESTART_BUSY_MS)
-
-
-def run_as_batch() -> None:
-    """Schedule the calling thread as a batch job (Linux's SCHED_BATCH): it never preempts a
-    thread that wakes up, and keeps its fair share of the CPU.
-
-    Elsewhere, or where the system refuses, the thread keeps its policy.
-    """
-    if sys.platform != "linux":
-        return
-    try:
-        os.sched_setscheduler(0, os.SCHED_BATCH, os.sched_param(0))  # 0: the calling thread
-    except OSError as exc:
-        logger.debug("prediction log: the checkpointer keeps its scheduling policy: %s", exc)

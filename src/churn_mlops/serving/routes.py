@@ -3,7 +3,6 @@
 # No `from __future__ import annotations` here: FastAPI reads the route signatures, whose
 # request model is built at run time from the dataset spec.
 import asyncio
-import gc
 import logging
 import time
 from collections.abc import Callable
@@ -18,6 +17,7 @@ from pydantic import BaseModel, TypeAdapter
 
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.errors import ChurnError
+from churn_mlops.runtime import freeze_heap
 from churn_mlops.serving.direct import DirectRoute, Solver, parse_body, query_flag
 from churn_mlops.serving.keys import ApiKey, KeyStore
 from churn_mlops.serving.metrics import Metrics
@@ -284,13 +284,3 @@ def _bearer(header: str | None) -> str | None:
     if header and header.lower().startswith("bearer "):
         return header[7:].strip()
     return None
-
-
-def freeze_heap() -> None:
-    """Move everything alive now out of the garbage collector's sight.
-
-    The registry imports MLflow and its dependencies (hundreds of thousands of objects); a full
-    collection over them stalls the event loop for a quarter of a second every few seconds.
-    """
-    gc.collect()
-    gc.freeze()
