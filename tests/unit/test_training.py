@@ -86,7 +86,7 @@ def _saved(tmp_path: Path, data, spec: DatasetSpec) -> tuple[Path, pl.DataFrame,
     meta = {"calibration": vars(model.calibration), "threshold": 0.4}
     write_artifacts(
         tmp_path / "v1",
-        booster=model.booster,
+        model_text=model.booster.model_to_string(),
         features=features,
         meta=meta,
         documents={"model_card.md": "# card\n"},

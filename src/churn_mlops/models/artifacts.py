@@ -11,19 +11,19 @@ import dataclasses
 import functools
 import hashlib
 import json
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import lightgbm as lgb
 import numpy as np
 
 from churn_mlops.errors import ChecksumError, ModelNotFoundError
 from churn_mlops.features import Columns, FeatureSpec, transform
 from churn_mlops.features.row import Record, RowTransform
+from churn_mlops.models.booster import Booster
+from churn_mlops.models.calibration import Calibration
 from churn_mlops.models.single_row import SingleRowBooster
-from churn_mlops.models.training import Calibration
 
 MODEL_FILE = "model.txt"
 FEATURES_FILE = "features.json"
@@ -37,7 +37,7 @@ FORMAT_VERSION = 1
 class Predictor:
     """A verified model version, ready to score raw canonical records."""
 
-    booster: lgb.Booster
+    booster: Booster
     features: FeatureSpec
     calibration: Calibration
     threshold: float
@@ -50,9 +50,8 @@ class Predictor:
 
     def predict_proba(self, data: Columns) -> np.ndarray:
         """Calibrated churn probabilities for canonical columns (one row or many)."""
-        matrix = transform(data, self.features)
-        raw = self.booster.predict(matrix, raw_score=True, num_threads=self.num_threads)
-        return self.calibration.apply(np.asarray(raw, dtype=np.float64))
+        raw = self.booster.raw_score(transform(data, self.features), self.num_threads)
+        return self.calibration.apply(raw)
 
     def predict(self, data: Columns) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and 0/1 decisions at the version's threshold."""
@@ -66,23 +65,53 @@ class Predictor:
         probability = float(self.calibration.apply_one(raw))
         return probability, int(probability >= self.threshold)
 
+    def risk(self, probability: float) -> str:
+        """high at or above the decision threshold, medium above half of it, else low."""
+        return risk_band(probability, self.threshold)
+
+    def reasons(self, data: Mapping[str, Sequence[Any]], top: int = 5) -> list[list[dict[str, Any]]]:
+        """Each row's strongest feature contributions (SHAP values), largest first.
+
+        A feature's value is the customer's own, or the computed one for a derived feature.
+        """
+        matrix = transform(data, self.features)
+        contributions = self.booster.contributions(matrix, self.num_threads)[:, :-1]
+        names = self.features.feature_names
+        order = np.argsort(-np.abs(contributions), axis=1)[:, :top]
+        return [
+            [
+                {
+                    "feature": names[i],
+                    "value": data[names[i]][row] if names[i] in data else round(float(matrix[row, i]), 6),
+                    "contribution": float(contributions[row, i]),
+                }
+                for i in columns
+            ]
+            for row, columns in enumerate(order)
+        ]
+
     @functools.cached_property
     def single_row(self) -> tuple[RowTransform, SingleRowBooster]:
         """The one-record path, built on first use (touch it at load time to pay for it then)."""
         return RowTransform(self.features), SingleRowBooster(self.booster, self.num_threads)
 
 
+def risk_band(probability: float, threshold: float) -> str:
+    """high at or above the decision threshold, medium at or above half of it, else low."""
+    return "high" if probability >= threshold else "medium" if probability >= threshold / 2 else "low"
+
+
 def write_artifacts(
     directory: Path,
     *,
-    booster: lgb.Booster,
+    model_text: str,
     features: FeatureSpec,
     meta: dict[str, Any],
     documents: dict[str, str],
 ) -> dict[str, str]:
     """Write a version's files and their checksums; `documents` maps file names to text."""
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / MODEL_FILE).write_text(booster.model_to_string())
+    (directory / MODEL_FILE).write_text(model_text)
     (directory / FEATURES_FILE).write_text(features.to_json())
     (directory / META_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2))
     for name, text in documents.items():
@@ -125,9 +154,11 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def predictor_from_files(files: Mapping[str, bytes]) -> Predictor:
-    """A Predictor from a version's file contents (name to bytes), after verifying every checksum."""
-    where = Path("<model files>")
+def predictor_from_files(files: Mapping[str, bytes], where: Path = Path("<model files>")) -> Predictor:
+    """A Predictor from a version's file contents (name to bytes), after verifying every checksum.
+
+    `where` names the version in errors.
+    """
     if CHECKSUMS_FILE not in files:
         raise ModelNotFoundError(f"{where}: no {CHECKSUMS_FILE}; not a model version")
     checksums: dict[str, str] = json.loads(files[CHECKSUMS_FILE])
@@ -157,7 +188,7 @@ def _predictor(where: Path, text: Callable[[str], str]) -> Predictor:
     meta = json.loads(text(META_FILE))
     if meta.get("format_version") != FORMAT_VERSION:
         raise ChecksumError(f"{where}: artifact format {meta.get('format_version')} is not supported")
-    booster = lgb.Booster(model_str=text(MODEL_FILE))
+    booster = Booster(text(MODEL_FILE))
     features = FeatureSpec.from_json(text(FEATURES_FILE))
     calibration = Calibration(**meta["calibration"])
     return Predictor(booster, features, calibration, float(meta["threshold"]), meta)

@@ -11,7 +11,6 @@ import json
 import logging
 import os
 import tempfile
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,48 +20,14 @@ from mlflow import MlflowClient
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
-from churn_mlops.errors import ChecksumError, ModelNotFoundError
+from churn_mlops.errors import ModelNotFoundError
 from churn_mlops.models.artifacts import CHECKSUMS_FILE, Predictor, load_predictor, verify
+from churn_mlops.models.catalog import CHALLENGER, CHAMPION, VersionInfo, verify_listing
 
 if TYPE_CHECKING:
     from churn_mlops.settings import Settings
 
-CHAMPION = "champion"
-CHALLENGER = "challenger"
 HISTORY_TAG = "champion_history"
-
-
-@dataclass(frozen=True)
-class VersionInfo:
-    """One registered model version as users see it."""
-
-    name: str
-    version: str
-    aliases: list[str]
-    run_id: str | None
-    source: str
-    created_at: str
-    tags: dict[str, str]
-
-    @property
-    def metrics(self) -> dict[str, float]:
-        """Test metrics recorded at registration."""
-        return json.loads(self.tags.get("metrics", "{}"))  # type: ignore[no-any-return]
-
-    def to_json(self) -> dict[str, Any]:
-        """A JSON-ready view, with decoded metrics and decision."""
-        decision = json.loads(self.tags["decision"]) if "decision" in self.tags else None
-        return {
-            "name": self.name,
-            "version": self.version,
-            "aliases": self.aliases,
-            "run_id": self.run_id,
-            "source": self.source,
-            "created_at": self.created_at,
-            "metrics": self.metrics,
-            "data_version": self.tags.get("data_version"),
-            "decision": decision,
-        }
 
 
 class Registry:
@@ -137,10 +102,7 @@ class Registry:
         )
         verify(local)
         listing = local / CHECKSUMS_FILE
-        if info.tags.get("checksums_sha256") != hashlib.sha256(listing.read_bytes()).hexdigest():
-            raise ChecksumError(
-                f"{listing}: does not match the checksums registered with version {info.version}"
-            )
+        verify_listing(info, listing.read_bytes(), str(listing))
         return local
 
     def load(self, reference: str) -> tuple[VersionInfo, Predictor]:

@@ -13,6 +13,7 @@ import numpy as np
 from sklearn.linear_model import LogisticRegression
 
 from churn_mlops.errors import DataValidationError
+from churn_mlops.models.calibration import Calibration
 
 DEFAULT_PARAMS: dict[str, Any] = {  # small, regularised trees: churn tables are small and noisy
     "learning_rate": 0.02,
@@ -44,22 +45,6 @@ class Split:
     def sizes(self) -> dict[str, int]:
         """Rows in each part."""
         return {"train": len(self.train), "valid": len(self.valid), "test": len(self.test)}
-
-
-@dataclass(frozen=True)
-class Calibration:
-    """Platt scaling of LightGBM's raw score: p = 1 / (1 + exp(-(slope * score + intercept)))."""
-
-    slope: float = 1.0
-    intercept: float = 0.0
-
-    def apply(self, raw_score: np.ndarray) -> np.ndarray:
-        """Calibrated probabilities for raw scores."""
-        return 1.0 / (1.0 + np.exp(-(self.slope * raw_score + self.intercept)))
-
-    def apply_one(self, raw_score: float) -> float:
-        """The calibrated probability of one raw score, bit for bit what `apply` gives."""
-        return float(1.0 / (1.0 + np.exp(-(self.slope * raw_score + self.intercept))))
 
 
 @dataclass

@@ -6,9 +6,10 @@ import numpy as np
 import polars as pl
 
 from churn_mlops.errors import ChurnError, GateError
+from churn_mlops.models.catalog import VersionInfo
 from churn_mlops.models.evaluation import bootstrap_difference
 from churn_mlops.models.gate import Decision, GatePolicy, decide, failed_floors
-from churn_mlops.models.registry import Registry, VersionInfo
+from churn_mlops.models.registry import Registry
 from churn_mlops.settings import Settings
 
 GATE = "gate"

@@ -19,9 +19,10 @@ from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.errors import DataValidationError
 from churn_mlops.features import FeatureSpec, fit_features, transform
 from churn_mlops.models import evaluation
+from churn_mlops.models.catalog import VersionInfo
 from churn_mlops.models.economics import BusinessCosts
 from churn_mlops.models.gate import Decision
-from churn_mlops.models.registry import Registry, VersionInfo
+from churn_mlops.models.registry import Registry
 from churn_mlops.models.tracking import Tracker, git_commit
 from churn_mlops.models.training import (
     Split,

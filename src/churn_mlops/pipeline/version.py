@@ -17,9 +17,10 @@ from typing import TYPE_CHECKING
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.models.artifacts import write_artifacts
 from churn_mlops.models.card import ModelCardInfo, model_card
+from churn_mlops.models.catalog import VersionInfo
 from churn_mlops.models.plots import save_plots
 from churn_mlops.models.profile import reference_profile
-from churn_mlops.models.registry import Registry, VersionInfo
+from churn_mlops.models.registry import Registry
 from churn_mlops.models.tracking import Tracker
 from churn_mlops.models.training import TrainedModel
 from churn_mlops.settings import TrainingSettings
@@ -113,7 +114,7 @@ def _write_version(
     }
     write_artifacts(
         directory,
-        booster=model.booster,
+        model_text=model.booster.model_to_string(),
         features=prepared.features,
         meta=meta,
         documents={

@@ -1,4 +1,4 @@
-"""The served model: loaded only when verified, swapped atomically, explained with LightGBM.
+"""The served model: loaded only when verified, swapped atomically, polled for a new champion.
 
 A request takes `holder.current` once and uses that object to the end, so a reload never
 changes the model under a request in flight.
@@ -13,12 +13,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
-
-from churn_mlops.errors import ChurnError, ModelNotFoundError
-from churn_mlops.features import transform
+from churn_mlops.errors import ChurnError
 from churn_mlops.models.artifacts import Predictor
-from churn_mlops.models.registry import VersionInfo
+from churn_mlops.models.catalog import VersionInfo
 
 logger = logging.getLogger(__name__)
 Loader = Callable[[str], tuple[VersionInfo, Predictor]]
@@ -47,30 +44,12 @@ class LoadedModel:
         return probabilities.tolist(), decisions.tolist()
 
     def risk(self, probability: float) -> str:
-        """high at or above the decision threshold, medium above half of it, else low."""
-        threshold = self.predictor.threshold
-        return "high" if probability >= threshold else "medium" if probability >= threshold / 2 else "low"
+        """The risk band of a probability (the Predictor's rule)."""
+        return self.predictor.risk(probability)
 
     def reasons(self, records: Sequence[Mapping[str, Any]], top: int = 5) -> list[list[dict[str, Any]]]:
-        """Each record's strongest feature contributions (LightGBM pred_contrib), largest first."""
-        columns = _columns(records)
-        matrix = transform(columns, self.predictor.features)
-        contributions = np.asarray(self.predictor.booster.predict(matrix, pred_contrib=True))[:, :-1]
-        names = self.predictor.features.feature_names
-        rows = []
-        for row, values in enumerate(contributions):
-            order = np.argsort(-np.abs(values))[:top]
-            rows.append(
-                [
-                    {
-                        "feature": names[i],
-                        "value": _value(columns, names[i], row, matrix[row, i]),
-                        "contribution": float(values[i]),
-                    }
-                    for i in order
-                ]
-            )
-        return rows
+        """Each record's strongest feature contributions, largest first."""
+        return self.predictor.reasons(_columns(records), top)
 
 
 class ModelHolder:
@@ -110,12 +89,6 @@ class ModelHolder:
             except ChurnError as exc:
                 logger.warning("model poll failed, still serving %s: %s", self.version_or_none(), exc)
 
-    def require(self) -> LoadedModel:
-        """The current model, or ModelNotFoundError when none is loaded."""
-        if self.current is None:
-            raise ModelNotFoundError(f"no verified {self.alias} model is loaded")
-        return self.current
-
     def version_or_none(self) -> str | None:
         """The serving version, if any."""
         return self.current.version if self.current else None
@@ -123,8 +96,3 @@ class ModelHolder:
 
 def _columns(records: Sequence[Mapping[str, Any]]) -> dict[str, list[Any]]:
     return {name: [record[name] for record in records] for name in records[0]}
-
-
-def _value(columns: Mapping[str, Sequence[Any]], name: str, row: int, computed: float) -> Any:
-    """The customer's own value, or the computed one for a derived feature."""
-    return columns[name][row] if name in columns else round(float(computed), 6)
