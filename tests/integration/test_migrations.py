@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.metadata
 import subprocess
 import sys
 import uuid
@@ -14,9 +15,11 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
+from churn_mlops import migrations
 from churn_mlops.migrations import MigrationError, current, head, upgrade
 from churn_mlops.serving.keys import KeyStore, KeyStoreError, api_keys, hash_key
 from churn_mlops.serving.predlog import PredictionLog, PredictionLogError, predictions_table
+from tests.integration.predlog_rows import logged
 
 SERVING_TABLES = {"predictions", "api_keys"}
 OLD_KEY = "churn_" + "k" * 43
@@ -167,7 +170,7 @@ def test_a_database_made_before_migrations_keeps_its_rows_and_is_stamped(new_dat
         authenticated = store.authenticate(OLD_KEY)
         assert authenticated is not None
         assert authenticated.name == "web-app"
-        assert log.read()["request_id"].to_list() == ["old-1"]
+        assert logged(log)["request_id"].to_list() == ["old-1"]
     finally:
         log.close()
         store.close()
@@ -268,3 +271,10 @@ def test_a_database_from_a_newer_release_is_refused_in_one_line(new_database: Ne
         PredictionLog(url).start()
     for error in (raised.value, keys_raised.value, log_raised.value):
         assert "\n" not in str(error)
+
+
+def test_the_head_read_from_the_revision_files_is_alembic_s() -> None:
+    from alembic.script import ScriptDirectory
+
+    scripts = ScriptDirectory(str(Path(migrations.__file__).parent))
+    assert head() == scripts.get_current_head(), f"alembic {importlib.metadata.version('alembic')}"

@@ -17,19 +17,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import orjson
-import polars as pl
 import pytest
 import sqlalchemy as sa
 
-from churn_mlops.serving.batchwindow import QUIET_WINDOWS, WINDOWLESS_BATCHES, WINDOWLESS_SECONDS
-from churn_mlops.serving.predlog import (
-    SCHEMA,
-    PredictionLog,
-    PredictionLogError,
-    PredictionRecord,
-    predictions_table,
-)
-from churn_mlops.serving.predtable import WAL_LIMIT_PAGES
+from churn_mlops.serving.predlog import PredictionLog, PredictionLogError, PredictionRecord, predictions_table
+from churn_mlops.serving.predlog.table import WAL_LIMIT_PAGES
+from churn_mlops.serving.predlog.window import QUIET_WINDOWS, WINDOWLESS_BATCHES, WINDOWLESS_SECONDS
+from tests.integration.predlog_rows import logged, logged_count
 
 VICTIM = Path(__file__).with_name("predlog_victim.py")
 T = TypeVar("T")
@@ -114,9 +108,8 @@ def test_records_round_trip(log: PredictionLog) -> None:
     _run(log.write([_record("r1"), _record("r2", key_name=None, at=AT.astimezone(paris))]))
     log.write_sync([_record("r3", inputs={"nested": {"a": [1, 2]}, "text": "é"}, prediction=0)])
 
-    frame = log.read()
+    frame = logged(log)
 
-    assert frame.schema == pl.Schema(SCHEMA)
     assert frame["request_id"].to_list() == ["r1", "r2", "r3"]
     assert frame["at"].to_list() == [AT, AT, AT]
     assert frame["key_name"].to_list() == ["partner-a", None, "partner-a"]
@@ -126,8 +119,8 @@ def test_records_round_trip(log: PredictionLog) -> None:
     assert frame["prediction"].to_list() == [1, 1, 0]
     assert frame["latency_ms"].to_list() == [3.25] * 3
     assert frame["id"].is_sorted()
-    assert log.read(limit=2)["request_id"].to_list() == ["r2", "r3"]
-    assert log.count() == 3
+    assert logged(log, limit=2)["request_id"].to_list() == ["r2", "r3"]
+    assert logged_count(log) == 3
 
 
 @contextmanager
@@ -155,11 +148,11 @@ def test_a_write_is_acknowledged_only_after_its_commit(log: PredictionLog, targe
             write = asyncio.create_task(log.write([_record("held")]))
             await asyncio.sleep(0.5)
             assert not write.done(), "acknowledged while its commit could not happen"
-            assert log.count() == 0
+            assert logged_count(log) == 0
         await asyncio.wait_for(write, 10)
 
     _run(write_while_blocked())
-    assert log.read()["request_id"].to_list() == ["held"]
+    assert logged(log)["request_id"].to_list() == ["held"]
 
 
 def test_a_locked_sqlite_database_does_not_stop_the_event_loop(tmp_path: Path) -> None:
@@ -187,7 +180,7 @@ def test_a_locked_sqlite_database_does_not_stop_the_event_loop(tmp_path: Path) -
     finally:
         log.close()
     assert longest < 1.0, f"the event loop stood still for {longest:.2f} s while a commit waited"
-    assert log.read()["request_id"].to_list() == ["held"]
+    assert logged(log)["request_id"].to_list() == ["held"]
 
 
 def test_concurrent_writes_are_group_committed(target: tuple[str, str]) -> None:
@@ -204,8 +197,8 @@ def test_concurrent_writes_are_group_committed(target: tuple[str, str]) -> None:
             log.close()
     transactions = _transactions(target, inserts[0])
 
-    assert log.count() == 500
-    assert set(log.read()["request_id"]) == {f"r{i}" for i in range(500)}
+    assert logged_count(log) == 500
+    assert set(logged(log)["request_id"]) == {f"r{i}" for i in range(500)}
     assert 1 <= transactions <= 20, f"{transactions} transactions for 500 writes"
     assert log.commits == transactions
 
@@ -247,7 +240,7 @@ def test_a_lone_client_waits_out_windows_only_now_and_then(tmp_path: Path) -> No
     finally:
         log.close()
 
-    assert log.count() == QUIET_WINDOWS + WINDOWLESS_BATCHES + 1
+    assert logged_count(log) == QUIET_WINDOWS + WINDOWLESS_BATCHES + 1
     assert min(windowed) >= WINDOW * 0.9, "the first writes did not wait out their windows"
     assert sum(quick) < WINDOW, f"{WINDOWLESS_BATCHES} lone writes took {sum(quick):.3f} s"
     assert again >= WINDOW * 0.9, "no window was tried again"
@@ -269,7 +262,7 @@ def test_a_few_callers_that_wait_on_their_answers_stop_paying_the_window(tmp_pat
     finally:
         log.close()
 
-    assert log.count() == 40
+    assert logged_count(log) == 40
     assert all(min(calls[:QUIET_WINDOWS]) >= WINDOW * 0.9 for calls in seconds), "no window at first"
     later = [s for calls in seconds for s in calls[QUIET_WINDOWS:]]
     assert max(later) < WINDOW / 2, f"a later write waited {max(later):.3f} s"
@@ -299,7 +292,7 @@ def test_a_window_that_gathers_newcomers_is_kept(tmp_path: Path) -> None:
     finally:
         log.close()
 
-    assert log.count() == 6
+    assert logged_count(log) == 6
     assert commits == [1, 2], f"commits after each round: {commits}"
 
 
@@ -325,7 +318,7 @@ def test_a_request_that_arrives_during_a_window_keeps_the_windows(tmp_path: Path
     finally:
         log.close()
 
-    assert log.count() == QUIET_WINDOWS + 2
+    assert logged_count(log) == QUIET_WINDOWS + 2
     assert min(seconds) >= WINDOW * 0.9, f"a window was dropped: {[round(s, 3) for s in seconds]}"
 
 
@@ -337,7 +330,7 @@ def test_close_commits_everything_queued_then_refuses_writes(target: tuple[str, 
     async def queue_then_close() -> list[BaseException | None]:
         tasks = [asyncio.create_task(prediction_log.write([_record(f"r{i}")])) for i in range(200)]
         await asyncio.sleep(0.05)  # every task has queued its record; the writer waits for more
-        assert prediction_log.count() == 0
+        assert logged_count(prediction_log) == 0
         started = time.monotonic()
         prediction_log.close()
         assert time.monotonic() - started < 10, "close waited out the batching window"
@@ -346,13 +339,13 @@ def test_close_commits_everything_queued_then_refuses_writes(target: tuple[str, 
     results = _run(queue_then_close())
 
     assert results == [None] * 200
-    assert prediction_log.count() == 200
+    assert logged_count(prediction_log) == 200
     assert prediction_log.commits == 1
     with pytest.raises(PredictionLogError, match="closed"):
         _run(prediction_log.write([_record("late")]))
     with pytest.raises(PredictionLogError, match="closed"):
         prediction_log.write_sync([_record("late")])
-    assert prediction_log.count() == 200
+    assert logged_count(prediction_log) == 200
 
 
 def test_close_on_the_loop_commits_the_batch_that_loop_has_open(tmp_path: Path) -> None:
@@ -366,7 +359,7 @@ def test_close_on_the_loop_commits_the_batch_that_loop_has_open(tmp_path: Path) 
 
     def close() -> None:
         log.close()
-        committed_at_close.append(log.count())
+        committed_at_close.append(logged_count(log))
 
     async def write_then_close() -> list[BaseException | None]:
         tasks = [asyncio.create_task(log.write([_record(f"r{i}")])) for i in range(50)]
@@ -377,7 +370,7 @@ def test_close_on_the_loop_commits_the_batch_that_loop_has_open(tmp_path: Path) 
 
     assert committed_at_close == [50], "close() returned before the loop's open batch was committed"
     assert results == [None] * 50
-    assert sorted(log.read()["request_id"]) == sorted(f"r{i}" for i in range(50))
+    assert sorted(logged(log)["request_id"]) == sorted(f"r{i}" for i in range(50))
 
 
 def test_failed_commit_reaches_every_waiter_and_the_writer_recovers(
@@ -405,7 +398,7 @@ def test_failed_commit_reaches_every_waiter_and_the_writer_recovers(
 
     assert all(isinstance(result, PredictionLogError) for result in results), results
     assert len({id(result) for result in results}) == 20, "waiters share one exception object"
-    assert log.read()["request_id"].to_list() == ["after"]
+    assert logged(log)["request_id"].to_list() == ["after"]
 
 
 def test_the_checkpointer_starts_the_sqlite_wal_over_under_steady_writes(tmp_path: Path) -> None:
@@ -426,16 +419,16 @@ def test_the_checkpointer_starts_the_sqlite_wal_over_under_steady_writes(tmp_pat
             largest = max(largest, wal.stat().st_size if wal.exists() else 0)
     finally:
         prediction_log.close()
-    assert prediction_log.count() == commits
+    assert logged_count(prediction_log) == commits
     assert commits * 4096 >= 4 * limit, "too few commits in a minute to tell"
     assert largest < limit, f"WAL reached {largest:,} bytes after {commits:,} commits"
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="SCHED_BATCH is Linux's")
 def test_the_checkpointer_never_preempts_the_event_loop(tmp_path: Path) -> None:
-    """A checkpoint round takes milliseconds of CPU, and a normal thread waking for it preempted
-    the event loop on the same core: the checkpointer thread runs as SCHED_BATCH, and only it
-    (the writer thread and the server's own threads keep the normal policy)."""
+    """A checkpoint round takes milliseconds of CPU, and a normal thread waking for it would
+    preempt the event loop on the same core: the checkpointer thread runs as SCHED_BATCH, and only
+    it (the writer thread and the server's own threads keep the normal policy)."""
     prediction_log = PredictionLog(f"sqlite:///{tmp_path / 'p.db'}")
     prediction_log.start()
     try:
@@ -466,7 +459,7 @@ def test_bad_records_and_unstarted_logs_are_refused(tmp_path: Path) -> None:
         prediction_log.write_sync([_record("fine")])
     finally:
         prediction_log.close()
-    assert prediction_log.read()["request_id"].to_list() == ["fine"]
+    assert logged(prediction_log)["request_id"].to_list() == ["fine"]
     with pytest.raises(PredictionLogError, match="in-memory"):
         PredictionLog("sqlite://").start()
 

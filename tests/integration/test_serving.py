@@ -17,6 +17,7 @@ from churn_mlops.serving.app import create_app
 from churn_mlops.serving.keys import KeyStore
 from churn_mlops.serving.predlog import PredictionLog
 from churn_mlops.settings import ServingSettings, Settings
+from tests.integration.predlog_rows import logged
 from tests.integration.serving_fixtures import TrainedHome
 
 pytestmark = pytest.mark.slow
@@ -263,10 +264,8 @@ def test_every_prediction_is_logged(client: TestClient, trained_home: TrainedHom
         _post(
             client, trained_home.customers[0], trained_home.predict_key, headers={"X-Request-ID": request_id}
         )
-    log = PredictionLog(f"sqlite:///{trained_home.home / 'serving.db'}")
-    log.start()
-    rows = log.read().filter(pl.col("request_id").is_in(ids))
-    log.close()
+    rows = logged(PredictionLog(f"sqlite:///{trained_home.home / 'serving.db'}"))
+    rows = rows.filter(pl.col("request_id").is_in(ids))
     assert sorted(rows.get_column("request_id").to_list()) == ids
     assert set(rows.get_column("key_name")) == {"client"}
     assert set(rows.get_column("model_version")) == {"1"}

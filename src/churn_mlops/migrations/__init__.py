@@ -12,19 +12,14 @@ from __future__ import annotations
 
 import functools
 import logging
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Final
+from typing import TYPE_CHECKING, Any, Final
 
 import sqlalchemy as sa
-from alembic import command
-from alembic.config import Config
-from alembic.runtime.migration import MigrationContext
-from alembic.script import ScriptDirectory
-from alembic.script.revision import RevisionError
-from alembic.util import CommandError
 
 from churn_mlops.errors import ChurnError, first_line
 from churn_mlops.sql import database_url, sqlite_file
@@ -36,6 +31,10 @@ logger = logging.getLogger(__name__)
 ADVISORY_LOCK_KEY: Final = int.from_bytes(b"churnmig")  # the PostgreSQL lock every upgrade takes
 SQLITE_LOCK_SECONDS: Final = 60.0  # how long a SQLite upgrade waits for another process's write
 _process_lock = threading.Lock()  # Alembic keeps the running migration in a module global
+_REVISION = re.compile(r"^(down_revision|revision)\b[^=]*=\s*[\"']?(\w+)", re.MULTILINE)
+
+if TYPE_CHECKING:
+    from alembic.config import Config
 
 
 class MigrationError(ChurnError):
@@ -43,24 +42,38 @@ class MigrationError(ChurnError):
 
 
 def upgrade(target: str | sa.Engine) -> None:
-    """Bring the database (a URL or an engine) to the newest revision; a cheap no-op once there."""
+    """Bring the database (a URL or an engine) to the newest revision; a cheap no-op once there.
+
+    Alembic is imported only when there is something to upgrade: a server that starts on an
+    up-to-date database checks its version table with one query.
+    """
     engine = _engine(target)
     try:
-        if _current_heads(engine) == {head()}:
-            return
+        if _current_heads(engine) != {head()}:
+            _upgrade(engine)
+    finally:
+        if engine is not target:
+            engine.dispose()
+
+
+def _upgrade(engine: sa.Engine) -> None:
+    from alembic import command
+    from alembic.script.revision import RevisionError
+    from alembic.util import CommandError
+
+    try:
         with _process_lock, _locked(engine) as connection:
             config = _config()
             config.attributes["connection"] = connection
             command.upgrade(config, "head")
     except (CommandError, RevisionError) as exc:
         raise MigrationError(f"serving database at {_where(engine)}: {first_line(exc)}") from exc
-    finally:
-        if engine is not target:
-            engine.dispose()
 
 
 def current(target: str | sa.Engine) -> str | None:
     """The database's revision; None where no upgrade has run yet."""
+    from alembic.runtime.migration import MigrationContext
+
     engine = _engine(target)
     try:
         with engine.connect() as connection:
@@ -72,14 +85,25 @@ def current(target: str | sa.Engine) -> str | None:
 
 @functools.cache
 def head() -> str:
-    """The newest revision in `versions/`."""
-    revision = ScriptDirectory.from_config(_config()).get_current_head()
-    if revision is None:
-        raise MigrationError("churn_mlops.migrations holds no revisions")
-    return revision
+    """The newest revision in `versions/`: the one no other revision names as its parent.
+
+    Read from the files' `revision` and `down_revision` lines, as Alembic reads them (a test
+    holds the two to the same answer), without importing Alembic.
+    """
+    parents: dict[str, str | None] = {}
+    for path in sorted((Path(__file__).parent / "versions").glob("*.py")):
+        found = dict(_REVISION.findall(path.read_text()))
+        if "revision" in found:
+            parents[found["revision"]] = found.get("down_revision")
+    heads = set(parents) - {parent for parent in parents.values() if parent}
+    if len(heads) != 1:
+        raise MigrationError(f"churn_mlops.migrations has {len(heads)} head revisions, not one")
+    return heads.pop()
 
 
 def _config() -> Config:
+    from alembic.config import Config
+
     config = Config()
     config.set_main_option("script_location", str(Path(__file__).parent).replace("%", "%%"))
     return config
@@ -92,8 +116,11 @@ def _engine(target: str | sa.Engine) -> sa.Engine:
 
 
 def _current_heads(engine: sa.Engine) -> set[str]:
+    """The revisions in Alembic's version table; none where it does not exist yet."""
     with engine.connect() as connection:
-        return set(MigrationContext.configure(connection).get_current_heads())
+        if not sa.inspect(connection).has_table("alembic_version"):
+            return set()
+        return {row[0] for row in connection.execute(sa.text("SELECT version_num FROM alembic_version"))}
 
 
 @contextmanager

@@ -23,7 +23,7 @@ from churn_mlops.data.validation import validate
 from churn_mlops.models.artifacts import Predictor
 from churn_mlops.monitoring.job import Advance
 from churn_mlops.monitoring.store import MonitorStore
-from churn_mlops.serving.predtable import Insert, predictions_table
+from churn_mlops.serving.predlog import Insert, predictions_table
 from churn_mlops.settings import Settings
 
 KEY_NAME = "simulator"

@@ -23,7 +23,7 @@ from churn_mlops.monitoring import tables
 from churn_mlops.monitoring.outcomes import Outcomes
 from churn_mlops.monitoring.profile import Profile
 from churn_mlops.monitoring.tables import now_text
-from churn_mlops.serving.predtable import predictions_table
+from churn_mlops.serving.predlog import predictions_table
 from churn_mlops.sql import create_engine, sqlite_file
 
 

@@ -15,9 +15,6 @@ from dataclasses import dataclass
 from typing import Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
-
 from churn_mlops.errors import ChurnError, ConfigError
 
 _MAX_LOCAL_BUCKETS = 10_000
@@ -137,6 +134,9 @@ class RedisRateLimiter:
         self.rate = rate
         self.burst = burst
         self.prefix = prefix
+        import redis.asyncio as aioredis  # only where a Redis URL is configured
+
+        self._errors = aioredis.RedisError
         try:
             self._client = aioredis.Redis.from_url(
                 url, socket_timeout=timeout, socket_connect_timeout=timeout
@@ -151,7 +151,7 @@ class RedisRateLimiter:
             allowed, remaining, retry = await self._script(
                 keys=[self.prefix + key], args=[self.rate, self.burst]
             )
-        except RedisError as exc:
+        except self._errors as exc:
             raise RateLimitBackendError(f"rate limit store at {redacted(self.url)}: {exc}") from exc
         return RateDecision(allowed == 1, float(retry), float(remaining))
 

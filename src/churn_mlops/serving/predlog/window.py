@@ -11,11 +11,10 @@ join; when QUIET_WINDOWS windows in a row close without one (a lone client, or a
 wait on their answers: no request comes until one is answered), batches go to the writer at the
 end of the event loop's iteration instead, for WINDOWLESS_SECONDS and at least WINDOWLESS_BATCHES
 batches; then a window is tried again. A request counts as arriving when the server starts it
-(`arrivals`), not only when it reaches the log: in an open loop one often arrives within the
-window but writes after it, and with writes alone as the sign, windows that pay were dropped
-(at 1,866 req/s most batches held one prediction). It takes several quiet windows in a row,
-because in an open loop one or two can be quiet by chance, and after a stall of the loop its
-timer fires before the requests that came meanwhile are read.
+(`arrivals`), not only when it reaches the log, because in an open loop one often arrives within
+the window but writes after it. It takes several quiet windows in a row, because in an open loop
+one or two can be quiet by chance, and after a stall of the loop its timer fires before the
+requests that came meanwhile are read.
 
 `PredictionLog` asks `next_window` for each new batch, marks a batch `settled` when a turn of the
 loop finds everyone waiting, and reports each window that closes to `closed`; it holds its own
