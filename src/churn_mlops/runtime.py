@@ -42,10 +42,10 @@ def one_scoring_thread(load: Callable[[str], tuple[Any, Any]]) -> Callable[[str]
 def freeze_heap() -> None:
     """Move everything alive now out of the garbage collector's sight.
 
-    A server holds hundreds of thousands of long-lived objects (modules, the app, the model);
-    a full collection walking them stalls the event loop every few seconds.
+    A server holds over a hundred thousand long-lived objects (modules, the app, the model);
+    a full collection walking them stalls the event loop every few seconds. No collection runs
+    first: at start-up it finds next to no garbage and would take about 80 ms walking the rest.
     """
-    gc.collect()
     gc.freeze()
 
 

@@ -1,11 +1,9 @@
 """The FastAPI model server: the composition root of the serving layer.
 
-`create_app` builds the routes from the dataset spec; the lifespan builds the services (key
+`create_app` builds the routers from the dataset spec; the lifespan builds the services (key
 store, rate limiter, prediction log, model holder) and tears them down.
 """
 
-# No `from __future__ import annotations` here: FastAPI reads the route signatures, whose
-# request model is built at run time from the dataset spec.
 import asyncio
 import contextlib
 import logging
@@ -17,8 +15,11 @@ from fastapi.middleware.cors import CORSMiddleware
 
 from churn_mlops.data.spec import DatasetSpec, load_spec
 from churn_mlops.errors import ChurnError
+from churn_mlops.models.catalog import catalog_for
 from churn_mlops.monitoring.gauges import MonitoringCollector
 from churn_mlops.runtime import freeze_heap, one_scoring_thread
+from churn_mlops.serving import routers
+from churn_mlops.serving.deps import Services
 from churn_mlops.serving.direct import DirectDispatch
 from churn_mlops.serving.keys import KeyStore
 from churn_mlops.serving.metrics import Metrics
@@ -27,7 +28,6 @@ from churn_mlops.serving.model import ModelHolder
 from churn_mlops.serving.predlog import PredictionLog
 from churn_mlops.serving.problems import add_error_handlers
 from churn_mlops.serving.ratelimit import make_rate_limiter
-from churn_mlops.serving.routes import Routes, Services
 from churn_mlops.serving.schemas import customer_model
 from churn_mlops.settings import Settings, get_settings
 
@@ -39,9 +39,7 @@ ServicesFactory = Callable[[Settings], Services]
 
 def build_services(settings: Settings) -> Services:
     """The real services: SQL key store and log, Redis or in-process limits, the registry's champion."""
-    from churn_mlops.models.registry import Registry
-
-    registry = Registry.from_settings(settings)
+    catalog = catalog_for(settings)
     serving = settings.serving
     predlog = PredictionLog(
         settings.serving_database_url, batch_size=serving.log_batch_size, wait_ms=serving.log_wait_ms
@@ -50,7 +48,7 @@ def build_services(settings: Settings) -> Services:
         keys=KeyStore(settings.serving_database_url),
         limiter=make_rate_limiter(serving.redis_url, serving.rate_per_second, serving.burst),
         predlog=predlog,
-        holder=ModelHolder(one_scoring_thread(registry.load), registry.resolve),
+        holder=ModelHolder(one_scoring_thread(catalog.load), catalog.resolve),
     )
 
 
@@ -65,7 +63,6 @@ def create_app(
     spec = spec or load_spec(settings.data.spec)
     metrics = Metrics()
     in_flight = InFlight()
-    state: dict[str, Services] = {}
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -73,7 +70,7 @@ def create_app(
         services.predlog.window.in_flight = in_flight  # tells a batching window whether it can gather more
         services.predlog.window.arrivals = in_flight.arrivals
         services.predlog.start()
-        state["services"] = services
+        app.state.services = services
         await _initial_load(services.holder, metrics)
         poller = _start_polling(services.holder, metrics, settings.serving.reload_poll_seconds)
         monitoring = _monitoring_gauges(settings, metrics)
@@ -97,16 +94,15 @@ def create_app(
         telemetry={"tracing": False, "metrics": False, "logs": False},
     )
     app.state.in_flight = in_flight
+    app.state.settings, app.state.spec, app.state.metrics = settings, spec, metrics
+    app.state.customer = customer_model(spec, unknown_category=settings.serving.unknown_category)
     add_error_handlers(app)
-    routes = Routes(
-        state,
-        metrics,
-        customer_model(spec, unknown_category=settings.serving.unknown_category),
-        settings,
-        spec,
-    )
+    direct = routers.predict.routes(app.state.customer)
+    app.router.routes[:0] = direct  # first, as the router tries routes in order
+    for router in (routers.health.router, routers.model.router, routers.admin.router):
+        app.include_router(router)
     # Innermost first: the prediction routes are answered inside CORS and the gateway's middleware.
-    app.add_middleware(DirectDispatch, routes=routes.mount(app), errors=app.exception_handlers)
+    app.add_middleware(DirectDispatch, routes=direct, errors=app.exception_handlers)
     if settings.serving.cors_origins:
         app.add_middleware(
             CORSMiddleware,
