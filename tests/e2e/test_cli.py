@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import json
+import shlex
+import subprocess
 from pathlib import Path
 
 import polars as pl
 import pytest
 
+from churn_mlops.cli.train import mlflow_ui_hint
 from tests.commands import churn
 
 
@@ -127,3 +130,24 @@ def test_every_command_has_help() -> None:
         ["pipeline", "run"],
     ):
         assert "Usage" in churn(*command, "--help")
+
+
+def test_the_mlflow_hint_is_a_command_that_runs(tmp_path: Path) -> None:
+    uri = f"sqlite:///{tmp_path / 'churn home' / 'mlflow.db'}"
+    command = shlex.split(mlflow_ui_hint(uri))
+    assert command[-2:] == ["--backend-store-uri", uri]
+    shown = subprocess.run([*command[:-2], "--help"], capture_output=True, text=True, check=True)
+    assert "--backend-store-uri" in shown.stdout
+
+
+@pytest.mark.parametrize(
+    ("uri", "shown", "hidden"),
+    [
+        ("https://ops:s3cret@mlflow.example:5000", "the MLflow UI at https://mlflow.example:5000", "s3cret"),
+        ("postgresql://ops:s3cret@db/mlflow", '"$CHURN_REGISTRY__TRACKING_URI"', "s3cret"),
+    ],
+)
+def test_the_mlflow_hint_keeps_passwords_off_the_screen(uri: str, shown: str, hidden: str) -> None:
+    hint = mlflow_ui_hint(uri)
+    assert shown in hint
+    assert hidden not in hint

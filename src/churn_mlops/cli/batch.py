@@ -8,8 +8,9 @@ from typing import Annotated, Any
 
 import typer
 
-from churn_mlops.cli.data import (
+from churn_mlops.cli.options import (
     JsonOption,
+    ModelOption,
     QueryOption,
     SpecOption,
     TableOption,
@@ -17,7 +18,6 @@ from churn_mlops.cli.data import (
     parse_date,
 )
 from churn_mlops.cli.output import ChurnGroup, print_json, progress, table
-from churn_mlops.data.sources import Source
 from churn_mlops.settings import get_settings
 
 
@@ -40,7 +40,7 @@ def score_command(
     table_name: TableOption = None,
     query: QueryOption = None,
     output_table: Annotated[str | None, typer.Option(help="Table for a database output.")] = None,
-    model: Annotated[str, typer.Option(help="Model version or alias.")] = "champion",
+    model: ModelOption = "champion",
     engine: Annotated[
         EngineChoice, typer.Option(help="local (streaming Arrow batches) or spark.")
     ] = EngineChoice.LOCAL,
@@ -57,6 +57,7 @@ def score_command(
 ) -> None:
     """Validate, score and write every customer; bad rows are quarantined. Re-running a date replaces it."""
     from churn_mlops.batch.job import BatchRequest, score_customers
+    from churn_mlops.data.sources import Source
 
     settings = get_settings()
     if spark_master:

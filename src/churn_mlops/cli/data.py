@@ -2,48 +2,30 @@
 
 from __future__ import annotations
 
-from datetime import date
-from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from churn_mlops.cli.options import (
+    CustomerSeedOption,
+    JsonOption,
+    QueryOption,
+    SourceOption,
+    SpecOption,
+    TableOption,
+    dataset_spec_from,
+)
 from churn_mlops.cli.output import ChurnGroup, print_json, progress, status, table
-from churn_mlops.data import ingest as jobs
-from churn_mlops.data.lake import Lake, LakeVersion
-from churn_mlops.data.sinks import write_frames
-from churn_mlops.data.sources import Source
-from churn_mlops.data.spec import DatasetSpec, load_spec
-from churn_mlops.data.synthetic import generate
 from churn_mlops.settings import get_settings
+
+if TYPE_CHECKING:
+    from churn_mlops.data.ingest import IngestResult
+    from churn_mlops.data.lake import LakeVersion
 
 app = typer.Typer(
     cls=ChurnGroup, help="Customer data: generate, ingest, validate, list.", no_args_is_help=True
 )
-
-SourceOption = Annotated[
-    str, typer.Option("--source", "-s", help="CSV or Parquet path, or a SQLAlchemy URL.")
-]
-TableOption = Annotated[str | None, typer.Option("--table", help="Table to read, for a database source.")]
-QueryOption = Annotated[str | None, typer.Option("--query", help="SQL query to read, for a database source.")]
-SpecOption = Annotated[Path | None, typer.Option(help="Dataset spec YAML (default: built-in Telco spec).")]
 UnlabelledOption = Annotated[bool, typer.Option(help="Accept data without the target column.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
-
-
-def parse_date(text: str | None, option: str) -> date | None:
-    """A YYYY-MM-DD option's date; a clear usage error naming the option if it is not one."""
-    if text is None:
-        return None
-    try:
-        return date.fromisoformat(text)
-    except ValueError as exc:
-        raise typer.BadParameter(f"{text!r} is not a date like 2026-11-29", param_hint=option) from exc
-
-
-def dataset_spec_from(path: Path | None) -> DatasetSpec:
-    """The spec given on the command line, else the configured one, else the built-in Telco spec."""
-    return load_spec(path or get_settings().data.spec)
 
 
 @app.command("generate")
@@ -55,7 +37,7 @@ def generate_command(
     table_name: Annotated[
         str, typer.Option("--table", help="Table name, for a database output.")
     ] = "customers",
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same customers.")] = 0,
+    seed: CustomerSeedOption = 0,
     drift: Annotated[
         float, typer.Option(min=0, max=1, help="Shift the customer mix (0 none, 1 strong).")
     ] = 0.0,
@@ -66,6 +48,10 @@ def generate_command(
     as_json: JsonOption = False,
 ) -> None:
     """Write synthetic Telco-schema customers with a realistic churn signal."""
+    from churn_mlops.data.sinks import write_frames
+    from churn_mlops.data.sources import Source
+    from churn_mlops.data.synthetic import generate
+
     target = Source(output, table=table_name)
     with progress("generating customers", total=rows) as advance:
         frames = generate(rows, seed=seed, drift=drift, bad_fraction=bad_fraction)
@@ -87,6 +73,10 @@ def ingest_command(
     as_json: JsonOption = False,
 ) -> None:
     """Validate a source and store its valid rows as a versioned lake table."""
+    from churn_mlops.data import ingest as jobs
+    from churn_mlops.data.lake import Lake
+    from churn_mlops.data.sources import Source
+
     settings = get_settings()
     with status(f"ingesting {source}"):
         result = jobs.ingest(
@@ -110,6 +100,9 @@ def validate_command(
     as_json: JsonOption = False,
 ) -> None:
     """Check a source against the dataset spec without storing it."""
+    from churn_mlops.data import ingest as jobs
+    from churn_mlops.data.sources import Source
+
     settings = get_settings()
     with status(f"validating {source}"):
         result = jobs.check(
@@ -127,6 +120,8 @@ def list_command(
     as_json: JsonOption = False,
 ) -> None:
     """List the versions in the lake, oldest first."""
+    from churn_mlops.data.lake import Lake
+
     versions = Lake(get_settings().lake_dir).versions(dataset)
     if as_json:
         print_json([_version_json(v) for v in versions])
@@ -141,6 +136,8 @@ def show_command(
     as_json: JsonOption = False,
 ) -> None:
     """Show one lake version's manifest."""
+    from churn_mlops.data.lake import Lake
+
     found = Lake(get_settings().lake_dir).get(version)
     if as_json:
         print_json(_version_json(found))
@@ -157,7 +154,7 @@ def _version_json(version: LakeVersion) -> dict[str, object]:
     return {**vars(version.manifest), "path": str(version.data_path)}
 
 
-def show_ingest(result: jobs.IngestResult, as_json: bool) -> None:
+def show_ingest(result: IngestResult, as_json: bool) -> None:
     """Print an ingestion or validation report as tables, or as JSON."""
     summary = result.summary()
     if as_json:

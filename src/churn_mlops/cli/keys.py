@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from churn_mlops.cli.data import JsonOption
+from churn_mlops.cli.options import JsonOption
 from churn_mlops.cli.output import ChurnGroup, err, print_json, table
 from churn_mlops.serving.keys import SCOPES, KeyStore
 from churn_mlops.settings import get_settings

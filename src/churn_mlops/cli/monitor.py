@@ -8,8 +8,10 @@ from typing import Annotated, Any
 
 import typer
 
-from churn_mlops.cli.data import (
+from churn_mlops.cli.options import (
+    CustomerSeedOption,
     JsonOption,
+    ModelOption,
     QueryOption,
     SourceOption,
     SpecOption,
@@ -18,7 +20,6 @@ from churn_mlops.cli.data import (
     parse_date,
 )
 from churn_mlops.cli.output import ChurnGroup, print_json, progress, table
-from churn_mlops.data.sources import Source
 from churn_mlops.settings import get_settings
 
 
@@ -137,6 +138,7 @@ def ingest_command(
     as_json: JsonOption = False,
 ) -> None:
     """Store outcomes: a customer id, churned (yes/no) and observed_at; bad rows are quarantined."""
+    from churn_mlops.data.sources import Source
     from churn_mlops.monitoring.labels import ingest_labels
 
     summary = ingest_labels(Source(source, table_name, query), dataset_spec_from(spec), get_settings())
@@ -161,8 +163,8 @@ def simulate_command(
     label_delay_days: Annotated[
         float, typer.Option(min=0, help="Days from a prediction to its outcome.")
     ] = 7.0,
-    seed: Annotated[int, typer.Option(help="Random seed; the same seed gives the same customers.")] = 0,
-    model: Annotated[str, typer.Option(help="Model version or alias that scores the traffic.")] = "champion",
+    seed: CustomerSeedOption = 0,
+    model: ModelOption = "champion",
     spec: SpecOption = None,
     as_json: JsonOption = False,
 ) -> None:

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from churn_mlops.cli.data import JsonOption
+from churn_mlops.cli.options import JsonOption
 from churn_mlops.cli.output import ChurnGroup, print_json, table
 from churn_mlops.settings import get_settings
 

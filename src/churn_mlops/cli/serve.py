@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from churn_mlops.cli.options import PortOption
 from churn_mlops.cli.output import err
 from churn_mlops.settings import Settings, get_settings
 
@@ -16,7 +17,7 @@ def serve_command(
     host: Annotated[
         str | None, typer.Option(help="Interface to bind (default from settings: 127.0.0.1).")
     ] = None,
-    port: Annotated[int | None, typer.Option(min=1, max=65535, help="Port (default 8000).")] = None,
+    port: PortOption = None,
     workers: Annotated[int | None, typer.Option(min=1, help="Worker processes (default 1).")] = None,
 ) -> None:
     """Serve /predict on the champion model, with auth, rate limits and the prediction log."""

@@ -2,20 +2,27 @@
 
 from __future__ import annotations
 
+import shlex
+import sys
+from pathlib import Path
 from typing import Annotated, Any
+from urllib.parse import urlsplit
 
 import typer
 
-from churn_mlops.cli.data import JsonOption, SpecOption, dataset_spec_from
+from churn_mlops.cli.options import (
+    JsonOption,
+    SeedOption,
+    SpecOption,
+    TrialsOption,
+    TuneOption,
+    dataset_spec_from,
+)
 from churn_mlops.cli.output import err, print_json, status, table
-from churn_mlops.data.lake import Lake
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.settings import Settings, get_settings
 
 DataOption = Annotated[str, typer.Option("--data", help="Lake version to train on (id, prefix or 'latest').")]
-TuneOption = Annotated[bool, typer.Option("--tune", help="Search LightGBM parameters with Optuna first.")]
-TrialsOption = Annotated[int, typer.Option("--trials", min=1, help="Optuna trials when tuning.")]
-SeedOption = Annotated[int | None, typer.Option("--seed", help="Seed for the split and the model.")]
 
 
 def train_command(
@@ -27,6 +34,8 @@ def train_command(
     as_json: JsonOption = False,
 ) -> None:
     """Train LightGBM and a baseline, track the run in MLflow, register it and apply the gate."""
+    from churn_mlops.data.lake import Lake
+
     dataset_spec = dataset_spec_from(spec)
     settings = with_seed(get_settings(), seed)
     lake = Lake(settings.lake_dir)
@@ -76,5 +85,20 @@ def show_training(summary: dict[str, Any], as_json: bool) -> None:
     ]
     table("Training", ["", ""], rows)
     err.print(
-        "runs and versions: `mlflow ui --backend-store-uri <tracking uri>` (see README)", highlight=False
+        f"runs and versions: {mlflow_ui_hint(summary['tracking_uri'])}",
+        markup=False,
+        highlight=False,
+        soft_wrap=True,
     )
+
+
+def mlflow_ui_hint(tracking_uri: str) -> str:
+    """Where to browse the runs: a tracking server's address, or a command that runs as shown."""
+    address = urlsplit(tracking_uri)
+    if address.scheme in {"http", "https"}:
+        return f"the MLflow UI at {address._replace(netloc=address.netloc.rpartition('@')[2]).geturl()}"
+    mlflow = Path(sys.executable).with_name("mlflow")
+    program = [str(mlflow)] if mlflow.exists() else [sys.executable, "-m", "mlflow"]
+    # a database password stays off the screen: the shell fills it in from the setting's variable
+    store = '"$CHURN_REGISTRY__TRACKING_URI"' if address.password else shlex.quote(tracking_uri)
+    return f"{shlex.join([*program, 'ui', '--backend-store-uri'])} {store}"
