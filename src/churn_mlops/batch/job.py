@@ -8,7 +8,8 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any, Literal
 
-from churn_mlops.batch.local import Advance, QuarantineWriter, run_local
+from churn_mlops.batch.drain import QuarantineWriter
+from churn_mlops.batch.local import Advance, run_local
 from churn_mlops.batch.output import open_writer
 from churn_mlops.batch.scoring import ScoringContext
 from churn_mlops.batch.summary import RunTotals

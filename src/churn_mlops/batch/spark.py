@@ -39,7 +39,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import pyarrow as pa
 
-from churn_mlops.batch.local import QuarantineWriter, drain
+from churn_mlops.batch.drain import QuarantineWriter, drain
 from churn_mlops.batch.output import ScoreWriter
 from churn_mlops.batch.scoring import ScoredBatch, ScoringContext, score_batch
 from churn_mlops.batch.spark_session import spark_session

@@ -12,7 +12,7 @@ from mlflow import MlflowClient
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.exceptions import MlflowException
 
-from churn_mlops.errors import ConfigError
+from churn_mlops.errors import ConfigError, first_line
 
 PARENT_TAG = "mlflow.parentRunId"
 
@@ -61,7 +61,7 @@ class Tracker:
             location = artifact_root.resolve().as_uri() if artifact_root else None
             return str(self.client.create_experiment(name, artifact_location=location))
         except MlflowException as exc:
-            raise ConfigError(f"MLflow tracking store: {str(exc).splitlines()[0]}") from exc
+            raise ConfigError(f"MLflow tracking store: {first_line(exc)}") from exc
 
 
 def git_commit() -> str:

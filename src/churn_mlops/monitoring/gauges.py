@@ -18,6 +18,7 @@ import sqlalchemy as sa
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from churn_mlops.errors import first_line
 from churn_mlops.monitoring import tables
 
 logger = logging.getLogger(__name__)
@@ -45,7 +46,7 @@ class MonitoringCollector(Collector):
                     return []
                 return families(*_latest(connection))
         except sa.exc.SQLAlchemyError as exc:
-            logger.warning("monitoring gauges unavailable: %s", str(exc).splitlines()[0])
+            logger.warning("monitoring gauges unavailable: %s", first_line(exc))
             return []
 
 
