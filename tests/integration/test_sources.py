@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from churn_mlops.data.ingest import ingest
 from churn_mlops.data.lake import Lake
 from churn_mlops.data.sinks import write_frames
-from churn_mlops.data.sources import Source, read_source
+from churn_mlops.data.sources import Source, iter_source, read_source
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.errors import SourceError
 from tests.factories import raw_customers
@@ -115,3 +115,30 @@ def test_passwords_are_hidden_in_descriptions() -> None:
     source = Source("postgresql://user:secret@db.internal/churn", table="customers")
     assert "secret" not in source.describe()
     assert "customers" in source.describe()
+
+
+def test_reading_with_recovery_keeps_every_good_record_in_place(telco_csv: Path, tmp_path: Path) -> None:
+    header, *rows = telco_csv.read_bytes().splitlines()[:301]
+    rows[9] = rows[9] + b',"a quoted\nline break"'  # too many fields, over two lines
+    rows[120] = rows[120].replace(b"-", b"-\xc3(", 1)
+    rows[250] = rows[250].rsplit(b",", 2)[0]
+    (tmp_path / "bad.csv").write_bytes(b"\n".join([header, *rows]) + b"\n")
+    clean = pl.read_csv(telco_csv, infer_schema=False, n_rows=300)
+    whole = read_source(Source(str(tmp_path / "bad.csv")), recover=True)
+    streamed = pl.concat(iter_source(Source(str(tmp_path / "bad.csv")), 64, recover=True))
+    assert whole.equals(streamed)
+    marked = whole.get_column("_malformed")
+    assert marked.drop_nulls().to_list() == [
+        "line 11: 22 fields, the header has 21",
+        "line 123: not valid UTF-8 (byte 0xc3)",
+        "line 253: 19 fields, the header has 21",
+    ]
+    good = whole.filter(marked.is_null()).drop("_malformed")
+    assert good.equals(clean.filter(~pl.int_range(pl.len()).is_in([9, 120, 250])))
+    assert pl.concat(iter_source(Source(str(telco_csv)), 1000, recover=True)).height == 7043
+
+
+def test_without_recovery_a_malformed_record_still_fails_the_read(tmp_path: Path) -> None:
+    (tmp_path / "bad.csv").write_bytes(b"a,b\n1,2\n3,4,5\n")
+    with pytest.raises(SourceError, match=r"bad\.csv: cannot read as CSV"):
+        read_source(Source(str(tmp_path / "bad.csv")))

@@ -143,3 +143,32 @@ def test_target_rate_is_reported(spec: DatasetSpec) -> None:
     raw = raw_customers(200)
     expected = (raw.get_column("Churn") == "Yes").mean()
     assert math.isclose(validate(raw, spec).report.target_rate or 0, expected or 0)
+
+
+def test_a_record_the_reader_marked_is_quarantined_with_its_reason_alone(spec: DatasetSpec) -> None:
+    raw = raw_customers(10)
+    duplicate_id = raw.item(0, "customerID")
+    reasons = [None] * 10
+    reasons[4] = "line 6: 22 fields, the header has 21"
+    marked = raw.with_columns(
+        pl.when(pl.int_range(pl.len()) == 4)
+        .then(pl.lit(duplicate_id))
+        .otherwise("customerID")
+        .alias("customerID"),
+        pl.when(pl.int_range(pl.len()) == 4).then(pl.lit("abc")).otherwise("tenure").alias("tenure"),
+        pl.Series("_malformed", reasons, pl.String),
+    )
+    result = validate(marked, spec)
+    assert (result.report.rows_valid, result.report.rows_quarantined) == (9, 1)
+    assert result.report.ignored_columns == []
+    assert result.report.failures == [
+        {
+            "column": "_record",
+            "check": "malformed",
+            "rows": 1,
+            "example": "line 6: 22 fields, the header has 21",
+        }
+    ]
+    record = result.quarantine.row(0, named=True)
+    assert (record["_row"], record["_columns"], record["_reasons"]) == (5, "_record", reasons[4])
+    assert "_malformed" not in result.quarantine.columns

@@ -41,7 +41,7 @@ def _scored(
     source: Source, context: ScoringContext, batch_rows: int, advance: Advance
 ) -> Iterator[ScoredBatch]:
     first_row = 1
-    for raw in _read_ahead(iter_source(source, batch_rows)):
+    for raw in _read_ahead(iter_source(source, batch_rows, recover=True)):
         yield score_batch(raw, context, first_row=first_row)
         first_row += raw.height
         advance(raw.height)

@@ -65,7 +65,7 @@ def ingest(
 
 
 def _validate(source: Source, spec: DatasetSpec, require_target: bool) -> ValidationResult:
-    raw = read_source(source)
+    raw = read_source(source, recover=True)
     try:
         return validate(raw, spec, require_target=require_target)
     except DataValidationError as exc:

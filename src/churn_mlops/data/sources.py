@@ -2,6 +2,8 @@
 
 A source is a path or a SQLAlchemy URL; SQL sources also take a table or a query. CSV is read
 as text and left to normalisation, so a quirky value becomes a quarantined row, not a crash.
+With `recover`, a CSV record that cannot be decoded or parsed becomes a row marked in the
+`_malformed` column (see `csv_recovery.py`) instead of failing the whole file.
 """
 
 from __future__ import annotations
@@ -15,11 +17,13 @@ import polars as pl
 import pyarrow.dataset as ds
 import sqlalchemy as sa
 
+from churn_mlops.data.csv_recovery import recovered_batches
 from churn_mlops.errors import SourceError, first_line
 from churn_mlops.sql import create_engine, sqlite_file
 
 CSV_SUFFIXES = {".csv", ".txt", ".tsv"}
 PARQUET_SUFFIXES = {".parquet", ".pq"}
+_RECOVERY_BATCH_ROWS = 100_000
 _URL = re.compile(r"^[a-zA-Z][a-zA-Z0-9+]*://")
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)?$")
 
@@ -47,7 +51,7 @@ class Source:
         return f"{url} (table {self.table})" if self.table else url
 
 
-def read_source(source: Source) -> pl.DataFrame:
+def read_source(source: Source, *, recover: bool = False) -> pl.DataFrame:
     """Read a whole source into a frame, raising SourceError with the location on failure."""
     if source.is_sql:
         return _read_sql(source)
@@ -57,11 +61,11 @@ def read_source(source: Source) -> pl.DataFrame:
     if path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES:
         return _read_parquet(path)
     if path.suffix.lower() in CSV_SUFFIXES:
-        return _read_csv(path)
+        return _read_csv(path, recover=recover)
     raise SourceError(f"{path}: unknown file type (use .csv, .parquet or a folder of Parquet files)")
 
 
-def iter_source(source: Source, batch_rows: int) -> Iterator[pl.DataFrame]:
+def iter_source(source: Source, batch_rows: int, *, recover: bool = False) -> Iterator[pl.DataFrame]:
     """Stream a source in frames of at most batch_rows rows, so memory stays bounded."""
     if source.is_sql:
         yield from _iter_sql(source, batch_rows)
@@ -72,8 +76,10 @@ def iter_source(source: Source, batch_rows: int) -> Iterator[pl.DataFrame]:
     if path.is_dir() or path.suffix.lower() in PARQUET_SUFFIXES:
         lazy, kind = pl.scan_parquet(parquet_files(path)), "Parquet"
     elif path.suffix.lower() in CSV_SUFFIXES:
-        separator = "\t" if path.suffix.lower() == ".tsv" else ","
-        lazy, kind = pl.scan_csv(path, infer_schema=False, separator=separator), "CSV"
+        if recover:
+            yield from _iter_csv_recovering(path, batch_rows)
+            return
+        lazy, kind = pl.scan_csv(path, infer_schema=False, separator=_separator(path)), "CSV"
     else:
         raise SourceError(f"{path}: unknown file type (use .csv, .parquet or a folder of Parquet files)")
     try:
@@ -82,17 +88,54 @@ def iter_source(source: Source, batch_rows: int) -> Iterator[pl.DataFrame]:
         raise SourceError(f"{path}: cannot read as {kind} ({first_line(exc)})") from exc
 
 
+def _iter_csv_recovering(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:
+    """Polars' batches while they are clean; from the first doubtful one on, the line-level reader's."""
+    separator, done = _separator(path), 0
+    batches = pl.scan_csv(path, infer_schema=False, separator=separator).collect_batches(
+        chunk_size=batch_rows
+    )
+    try:
+        for batch in batches:
+            if _may_hold_short_rows(batch):
+                break
+            yield batch
+            done += batch.height
+        else:
+            return
+    except pl.exceptions.ComputeError:
+        pass  # a record polars cannot decode or parse: read on line by line
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise SourceError(f"{path}: cannot read as CSV ({first_line(exc)})") from exc
+    yield from recovered_batches(path, separator, batch_rows, skip=done)
+
+
 def database_error(source: Source, exc: sa.exc.SQLAlchemyError) -> SourceError:
     """A driver error as a one-line SourceError naming the source."""
     return SourceError(f"{source.describe()}: {first_line(getattr(exc, 'orig', None) or exc)}")
 
 
-def _read_csv(path: Path) -> pl.DataFrame:
-    separator = "\t" if path.suffix.lower() == ".tsv" else ","
+def _read_csv(path: Path, *, recover: bool) -> pl.DataFrame:
+    separator = _separator(path)
     try:
-        return pl.read_csv(path, infer_schema=False, separator=separator)
+        frame = pl.read_csv(path, infer_schema=False, separator=separator)
+    except pl.exceptions.ComputeError as exc:
+        if not recover:
+            raise SourceError(f"{path}: cannot read as CSV ({first_line(exc)})") from exc
     except (pl.exceptions.PolarsError, OSError, UnicodeDecodeError) as exc:
         raise SourceError(f"{path}: cannot read as CSV ({first_line(exc)})") from exc
+    else:
+        if not (recover and _may_hold_short_rows(frame)):
+            return frame
+    return pl.concat(recovered_batches(path, separator, _RECOVERY_BATCH_ROWS))
+
+
+def _may_hold_short_rows(frame: pl.DataFrame) -> bool:
+    """Whether polars may have padded a record with too few fields: it leaves the last column null."""
+    return frame.width > 0 and frame.get_column(frame.columns[-1]).null_count() > 0
+
+
+def _separator(path: Path) -> str:
+    return "\t" if path.suffix.lower() == ".tsv" else ","
 
 
 def parquet_files(path: Path) -> list[str]:

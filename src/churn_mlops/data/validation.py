@@ -2,7 +2,8 @@
 
 Row-level failures never stop a run; table-level failures (no rows, missing columns, duplicate
 ids, a target rate out of bounds, most rows failing) raise DataValidationError. Always:
-rows in = valid + quarantined.
+rows in = valid + quarantined. A record the reader marked as malformed (see `csv_recovery.py`)
+is quarantined with the reader's reason alone, under the column `_record`.
 """
 
 from __future__ import annotations
@@ -12,12 +13,14 @@ from dataclasses import dataclass, field
 import pandera.errors
 import polars as pl
 
+from churn_mlops.data.csv_recovery import MALFORMED
 from churn_mlops.data.normalize import ISSUE_SCHEMA, ROW, normalize
 from churn_mlops.data.schema import pandera_schema
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.errors import DataValidationError
 
 QUARANTINE_COLUMNS = ("_columns", "_reasons")
+RECORD = "_record"  # the issue column of a record that could not be read into fields
 
 
 @dataclass(frozen=True)
@@ -46,12 +49,17 @@ def validate(raw: pl.DataFrame, spec: DatasetSpec, *, require_target: bool = Tru
     """Validate a raw frame against the spec; rows that break a rule are quarantined."""
     if raw.height == 0:
         raise DataValidationError("the table has no rows")
+    raw, malformed = _malformed(raw)
     normalized = normalize(raw, spec, require_target=require_target)
     table = normalized.frame
     with_target = spec.target.name in table.columns
     issues = pl.concat([normalized.issues, _schema_issues(table, spec, with_target)])
+    read = table
+    if malformed.height:  # a marked record's fields are a guess: only the reader's reason counts
+        unread = pl.col(ROW).is_in(malformed.get_column(ROW).implode())
+        issues, read = pl.concat([malformed, issues.filter(~unread)]), table.filter(~unread)
     issues = issues.unique(subset=[ROW, "column"], keep="first", maintain_order=True)
-    _check_unique_ids(table, spec.id.name)
+    _check_unique_ids(read, spec.id.name)
     bad = issues.group_by(ROW, maintain_order=True).agg(
         pl.col("column").str.join("; ").alias("_columns"),
         pl.col("reason").str.join("; ").alias("_reasons"),
@@ -69,6 +77,19 @@ def validate(raw: pl.DataFrame, spec: DatasetSpec, *, require_target: bool = Tru
     )
     _check_table(report, spec)
     return ValidationResult(valid, quarantine, report)
+
+
+def _malformed(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """The raw frame without the reader's `_malformed` column, and an issue per marked record."""
+    if MALFORMED not in raw.columns:
+        return raw, pl.DataFrame(schema=ISSUE_SCHEMA)
+    marked = raw.select(
+        pl.int_range(1, pl.len() + 1, dtype=pl.Int64).alias(ROW),
+        pl.lit(RECORD).alias("column"),
+        pl.lit("malformed").alias("check"),
+        pl.col(MALFORMED).alias("reason"),
+    ).drop_nulls("reason")
+    return raw.drop(MALFORMED), marked
 
 
 def _schema_issues(table: pl.DataFrame, spec: DatasetSpec, with_target: bool) -> pl.DataFrame:
