@@ -93,6 +93,36 @@ def test_rerunning_a_date_replaces_its_output(home: TrainedHome, tmp_path: Path)
     assert counts == {"2026-11-01": 2500, "2026-11-02": 2500}
 
 
+def test_folder_output_reads_back_as_a_partitioned_dataset(home: TrainedHome, tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.dataset as ds
+
+    customers = tmp_path / "customers.parquet"
+    write_frames(generate(1200, seed=9), Source(str(customers)))
+    folder = tmp_path / "scores"
+    for run_date in ("2026-11-01", "2026-11-02"):
+        _score("--input", str(customers), "--output", str(folder), "--run-date", run_date)
+    _score("--input", str(customers), "--output", str(tmp_path / "one.parquet"), "--run-date", "2026-11-01")
+    one = pl.read_parquet(tmp_path / "one.parquet").drop("scored_at")
+    expected = pl.concat([one, one.with_columns(run_date=pl.date(2026, 11, 2))]).sort(
+        "run_date", "customer_id"
+    )
+
+    by_polars = pl.read_parquet(folder)
+    assert by_polars.schema["run_date"] == pl.Date
+    assert by_polars.drop("scored_at").select(one.columns).sort("run_date", "customer_id").equals(expected)
+    globbed = pl.scan_parquet(folder / "**" / "*.parquet", hive_partitioning=True).collect()
+    assert globbed.schema["run_date"] == pl.Date
+    assert globbed.height == 2400
+
+    dated = ds.partitioning(pa.schema([("run_date", pa.date32())]), flavor="hive")
+    by_pyarrow = pl.from_arrow(ds.dataset(folder, format="parquet", partitioning=dated).to_table())
+    assert isinstance(by_pyarrow, pl.DataFrame)
+    assert by_pyarrow.drop("scored_at").select(one.columns).sort("run_date", "customer_id").equals(expected)
+    keys = ds.dataset(folder, format="parquet", partitioning="hive").to_table().column("run_date")
+    assert sorted(set(keys.to_pylist())) == ["2026-11-01", "2026-11-02"], "untyped hive keys read as text"
+
+
 def test_top_customers_by_revenue_at_risk(home: TrainedHome, tmp_path: Path) -> None:
     customers = tmp_path / "customers.csv"
     write_frames(generate(3000, seed=5), Source(str(customers)))
@@ -129,6 +159,9 @@ def test_a_failed_run_keeps_the_previous_output(home: TrainedHome, tmp_path: Pat
     )
     assert output.read_bytes() == before
     assert not list(tmp_path.glob(".scores.parquet.*"))
+    quarantined = list((home.home / "quarantine" / "telco").glob("batch-*.parquet"))
+    assert any(pl.read_parquet(p).height == 1500 for p in quarantined), "a finished failed run keeps its rows"
+    assert not (home.home / "quarantine" / ".telco.staging").exists()
 
 
 @pytest.mark.parametrize(

@@ -32,7 +32,7 @@ RUN_DATE = "2026-11-29"
 VOLATILE = {"engine", "seconds", "rows_per_s", "output", "quarantine_path", "top_path"}
 
 
-def _require_spark(*, java: bool = True) -> None:
+def require_spark(*, java: bool = True) -> None:
     """Skip where pyspark (or Java) is missing; in CI that is a failure."""
     if importlib.util.find_spec("pyspark") is None:
         reason = "pyspark is not installed (uv sync --extra spark)"
@@ -48,7 +48,7 @@ def _require_spark(*, java: bool = True) -> None:
 @pytest.fixture(scope="module")
 def spark() -> Iterator[Any]:
     """One local Spark session for the module, split into small partitions; runs reuse it."""
-    _require_spark()
+    require_spark()
     from churn_mlops.batch.spark_session import spark_session
 
     with spark_session(BatchSettings()) as session:
@@ -106,7 +106,7 @@ def test_a_missing_pyspark_is_a_config_error(monkeypatch: pytest.MonkeyPatch) ->
 
 
 def test_a_missing_java_is_a_config_error(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    _require_spark(java=False)
+    require_spark(java=False)
     from pyspark.sql import SparkSession
 
     from churn_mlops.batch.spark_session import spark_session
@@ -242,6 +242,27 @@ def test_rerunning_a_date_on_spark_replaces_its_output(spark: Any, home: Trained
     assert partitions == [f"run_date={RUN_DATE}", "run_date=2026-11-30"]
     scores = pl.read_parquet(folder / f"run_date={RUN_DATE}" / "scores.parquet")
     assert scores.height == scores.get_column("customer_id").n_unique() == 1500
+
+
+@pytest.mark.slow
+@pytest.mark.spark
+def test_spark_reads_the_folder_output_as_a_partitioned_dataset(
+    spark: Any, home: TrainedHome, tmp_path: Path
+) -> None:
+    from pyspark.sql.types import DateType
+
+    customers = tmp_path / "customers.csv"
+    pl.concat(list(generate(800, seed=12))).write_csv(customers)
+    folder = tmp_path / "scores"
+    for run_date, engine in ((RUN_DATE, "spark"), ("2026-11-30", "local")):
+        _score(customers, folder, "--engine", engine, "--run-date", run_date)
+    frame = spark.read.parquet(str(folder))
+    assert isinstance(frame.schema["run_date"].dataType, DateType)
+    counts = {
+        row["run_date"].isoformat(): row["count"] for row in frame.groupBy("run_date").count().collect()
+    }
+    assert counts == {RUN_DATE: 800, "2026-11-30": 800}
+    assert frame.select("customer_id").distinct().count() == 800
 
 
 @pytest.mark.parametrize(

@@ -1,7 +1,9 @@
 """What both batch engines do with scored batches: write them, check the run, commit or abort.
 
-Scores and quarantined rows go to their outputs as they come; the run's table-level checks
-(rows at all, not mostly bad rows) decide at the end whether the scores are committed.
+Scores and quarantined rows go to temporary files as they come; the run's table-level checks
+(rows at all, not mostly bad rows) decide at the end whether the scores are committed. The
+quarantine file appears once the run has finished: with its scores, or with the ChurnError that
+failed it (its rows explain the failure); an interrupted run leaves none.
 """
 
 from __future__ import annotations
@@ -14,9 +16,10 @@ import pyarrow.parquet as pq
 
 from churn_mlops.batch.output import ScoreWriter
 from churn_mlops.batch.scoring import ScoredBatch
+from churn_mlops.batch.staging import Claim, claim_file, staging_folder, sweep
 from churn_mlops.batch.summary import RunTotals
 from churn_mlops.data.spec import DatasetSpec
-from churn_mlops.errors import DataValidationError
+from churn_mlops.errors import ChurnError, DataValidationError
 
 
 def drain(
@@ -35,9 +38,9 @@ def drain(
             totals.add(scored.scores, scored.quarantine.height, scored.rows_in, scored.profile)
         check_totals(totals, spec.max_quarantine_fraction)
         writer.commit()
-    except BaseException:
+    except BaseException as exc:
         writer.abort()
-        quarantine.abort()
+        quarantine.abort(keep=isinstance(exc, ChurnError))
         raise
     finally:
         if isinstance(iterator, Generator):
@@ -59,11 +62,19 @@ def check_totals(totals: RunTotals, max_quarantine_fraction: float) -> None:
 
 
 class QuarantineWriter:
-    """Streams quarantined rows (all text, plus reasons) to one Parquet file, if there are any."""
+    """Streams quarantined rows (all text, plus reasons) to one Parquet file, if there are any.
+
+    The rows go to a locked file in the hidden staging folder beside the quarantine folder, renamed
+    to `path` when the run finishes.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._staging = staging_folder(path.parent)
+        sweep(self._staging)
+        self._staged: Claim | None = None
         self._writer: pq.ParquetWriter | None = None
+        self._kept = False
 
     def write(self, frame: pl.DataFrame) -> None:
         """Add quarantined rows."""
@@ -71,20 +82,27 @@ class QuarantineWriter:
             return
         table = frame.to_arrow()
         if self._writer is None:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = pq.ParquetWriter(self.path, table.schema)
+            self._staged = claim_file(self._staging, prefix=f"{self.path.name}.")
+            self._writer = pq.ParquetWriter(self._staged.path, table.schema)
         self._writer.write_table(table.cast(self._writer.schema))
 
     def commit(self) -> None:
-        """Close the file."""
-        if self._writer is not None:
+        """Close the file and move it into the quarantine folder."""
+        if self._writer is not None and self._staged is not None and self._staged.held:
             self._writer.close()
+            self._staged.commit_to(self.path)
+            self._kept = True
 
-    def abort(self) -> None:
-        """Close the file; quarantined rows of a failed run are kept for inspection."""
-        self.commit()
+    def abort(self, *, keep: bool) -> None:
+        """End a failed run: keep its rows for inspection, or drop them (an interrupted run)."""
+        if keep:
+            self.commit()
+            return
+        if self._writer is not None and self._staged is not None and self._staged.held:
+            self._writer.close()
+            self._staged.discard()
 
     @property
     def written(self) -> Path | None:
-        """The quarantine file, if any row was quarantined."""
-        return self.path if self._writer is not None else None
+        """The quarantine file, if the run quarantined rows and finished."""
+        return self.path if self._kept else None

@@ -6,16 +6,19 @@ import logging
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from churn_mlops.batch.drain import QuarantineWriter
 from churn_mlops.batch.local import Advance, run_local
-from churn_mlops.batch.output import open_writer
+from churn_mlops.batch.output import ScoreWriter, open_writer
 from churn_mlops.batch.scoring import ScoringContext
 from churn_mlops.batch.summary import RunTotals
 from churn_mlops.data.sources import Source
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.settings import Settings
+
+if TYPE_CHECKING:
+    from churn_mlops.models.registry import Registry
 
 logger = logging.getLogger(__name__)
 
@@ -63,28 +66,14 @@ def score_customers(
     stamp = scored_at.strftime("%Y%m%dT%H%M%SZ")
     quarantine = QuarantineWriter(settings.quarantine_dir / spec.name / f"batch-{run_date}-{stamp}.parquet")
     writer = open_writer(request.target, run_date)
-    if request.engine == "spark":
-        from churn_mlops.batch.spark import run_spark
-
-        seconds = run_spark(
-            request.source,
-            writer,
-            context,
-            registry=registry,
-            settings=settings,
-            totals=totals,
-            quarantine=quarantine,
-        )
-    else:
-        seconds = run_local(
-            request.source,
-            writer,
-            context,
-            batch_rows=settings.batch.batch_rows,
-            totals=totals,
-            quarantine=quarantine,
-            advance=advance,
-        )
+    try:
+        seconds = _run_engine(request, writer, context, registry, settings, totals, quarantine, advance)
+    except (
+        BaseException
+    ):  # drain aborts its own failures; this drops the files of an engine that never drained
+        writer.abort()
+        quarantine.abort(keep=False)
+        raise
     top_path = _write_top(totals, request, settings, run_date)
     profiled = _store_profile(totals, settings, run_date, info.version)
     return {
@@ -104,6 +93,39 @@ def score_customers(
         "top_path": str(top_path) if top_path else None,
         "monitoring": profiled,
     }
+
+
+def _run_engine(
+    request: BatchRequest,
+    writer: ScoreWriter,
+    context: ScoringContext,
+    registry: Registry,
+    settings: Settings,
+    totals: RunTotals,
+    quarantine: QuarantineWriter,
+    advance: Advance,
+) -> float:
+    if request.engine == "spark":
+        from churn_mlops.batch.spark import run_spark
+
+        return run_spark(
+            request.source,
+            writer,
+            context,
+            registry=registry,
+            settings=settings,
+            totals=totals,
+            quarantine=quarantine,
+        )
+    return run_local(
+        request.source,
+        writer,
+        context,
+        batch_rows=settings.batch.batch_rows,
+        totals=totals,
+        quarantine=quarantine,
+        advance=advance,
+    )
 
 
 def _store_profile(totals: RunTotals, settings: Settings, run_date: date, version: str) -> str:

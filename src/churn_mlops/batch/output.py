@@ -1,14 +1,16 @@
 """Where scores go: a Parquet file, a folder partitioned by run date, or a SQL table.
 
-Every target is replaced per run date, never appended twice: a file is written aside and
-renamed into place, a partition folder likewise, and a table's rows for the run date are
-deleted and inserted in one transaction. A failed run leaves the previous output intact.
+Every target is replaced per run date, never appended twice: a file is written in a hidden
+staging folder beside the output and renamed into place, a partition's file likewise, and a
+table's rows for the run date are deleted and inserted in one transaction. A failed or killed
+run leaves the previous output intact; the next run of the output removes its temporary file.
+
+A folder is a Hive-partitioned dataset: `run_date=YYYY-MM-DD/scores.parquet`, the run date held
+by the partition key only, so pyarrow, polars and Spark read the folder with `run_date` as a column.
 """
 
 from __future__ import annotations
 
-import os
-import tempfile
 from datetime import date
 from pathlib import Path
 from typing import Protocol
@@ -17,9 +19,12 @@ import polars as pl
 import pyarrow.parquet as pq
 import sqlalchemy as sa
 
+from churn_mlops.batch.staging import claim_file, staging_folder, sweep
 from churn_mlops.data.sources import Source, database_error
 from churn_mlops.errors import SourceError
 from churn_mlops.sql import create_engine
+
+PARTITION_KEY = "run_date"
 
 
 class ScoreWriter(Protocol):
@@ -38,29 +43,28 @@ def open_writer(target: Source, run_date: date) -> ScoreWriter:
         return SqlWriter(target, run_date)
     path = Path(target.location)
     if path.suffix.lower() in {".parquet", ".pq"}:
-        return ParquetWriter(path)
+        return ParquetWriter(path, staging_folder(path))
     if path.suffix:
         raise SourceError(f"{path}: write scores to a .parquet file, a folder or a database table")
-    return ParquetWriter(path / f"run_date={run_date.isoformat()}" / "scores.parquet")
+    partition = path / f"{PARTITION_KEY}={run_date.isoformat()}" / "scores.parquet"
+    return ParquetWriter(partition, staging_folder(path), drop=PARTITION_KEY)
 
 
 class ParquetWriter:
-    """Streams batches into a hidden file beside the target and renames it into place."""
+    """Streams batches into a locked file in the staging folder and renames it over the target."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = path
+    def __init__(self, path: Path, staging: Path, drop: str | None = None) -> None:
+        self.path, self._drop = path, drop
         self.location = str(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        handle, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        self._temporary = Path(name)
+        sweep(staging)
+        self._staged = claim_file(staging, prefix=f"{path.name}.")
         self._writer: pq.ParquetWriter | None = None
 
     def write(self, scores: pl.DataFrame) -> None:
         """Append one batch."""
-        table = scores.to_arrow()
+        table = (scores.drop(self._drop) if self._drop else scores).to_arrow()
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._temporary, table.schema)
+            self._writer = pq.ParquetWriter(self._staged.path, table.schema)
         self._writer.write_table(table)
 
     def commit(self) -> None:
@@ -68,13 +72,14 @@ class ParquetWriter:
         if self._writer is None:
             raise SourceError("no rows were scored, so no output was written")
         self._writer.close()
-        os.replace(self._temporary, self.path)
+        self._staged.commit_to(self.path)
 
     def abort(self) -> None:
-        """Drop what was written; the previous output stays."""
+        """Drop what was written; the previous output stays. Aborting twice is harmless."""
         if self._writer is not None:
             self._writer.close()
-        self._temporary.unlink(missing_ok=True)
+            self._writer = None
+        self._staged.discard()
 
 
 class SqlWriter:

@@ -13,11 +13,11 @@ turns those numbers into the local engine's source row numbers (see `spark_table
 Limits, and follow-ups:
 - SQL sources are read on the driver with `iter_source` and handed to Spark batch by batch:
   reading them in Spark needs a JDBC driver jar, and nothing is downloaded.
-- A CSV record must hold one field per header column on one line (Spark reads FAILFAST; the local
-  engine also takes short rows and quoted line breaks).
-- Scores come back through a folder under CHURN_HOME, which executors must be able to write: true
-  for local[*]. On a cluster, write the scores from Spark straight to object storage instead and
-  bring back only the totals and the quarantine.
+- A CSV record must hold one field per header column on one line: Spark reads FAILFAST, so a
+  malformed record fails the run, where the local engine quarantines it with its line number.
+- Scores come back through a folder under CHURN_HOME/batch/.spark, which executors must be able
+  to write: true for local[*]. On a cluster, write the scores from Spark straight to object
+  storage instead and bring back only the totals and the quarantine.
 """
 
 from __future__ import annotations
@@ -28,7 +28,6 @@ import hashlib
 import logging
 import re
 import shutil
-import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -44,6 +43,7 @@ from churn_mlops.batch.output import ScoreWriter
 from churn_mlops.batch.scoring import ScoredBatch, ScoringContext, score_batch
 from churn_mlops.batch.spark_session import spark_session
 from churn_mlops.batch.spark_table import arrow_frame, encode, failure, read_back, spark_schema
+from churn_mlops.batch.staging import claim_folder, sweep
 from churn_mlops.batch.summary import RunTotals
 from churn_mlops.data.sources import CSV_SUFFIXES, PARQUET_SUFFIXES, Source, iter_source, parquet_files
 from churn_mlops.errors import ChecksumError, ChurnError, SourceError, first_line
@@ -92,10 +92,14 @@ def _session_batches(
 
 @contextmanager
 def _scratch(settings: Settings) -> Iterator[Path]:
-    parent = settings.home / "batch"
-    parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=".spark-", dir=parent) as folder:
-        yield Path(folder)
+    """A locked folder for the run's Spark output; those of killed runs are swept by the next run."""
+    staging = settings.home / "batch" / ".spark"
+    sweep(staging)
+    folder = claim_folder(staging, prefix="run-")
+    try:
+        yield folder.path
+    finally:
+        folder.discard()
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,7 @@
 """The Spark session of a batch run: the active one, or one started for the run and stopped after.
 
-A local master keeps Spark on loopback and runs its Python workers with this interpreter. The
+A local master keeps Spark on loopback and runs its Python workers with this interpreter (the one
+that has churn_mlops, however `churn` was started), unless PYSPARK_PYTHON names another. The
 run's SQL settings (Arrow batches of the run's size, UTC microsecond timestamps) are set for the
 run; a reused session gets its own values back afterwards.
 """
@@ -58,7 +59,8 @@ def _start(master: str) -> SparkSession:
         builder = builder.config(key, value)
     started = time.perf_counter()
     try:
-        spark = builder.getOrCreate()
+        with _worker_python(master):
+            spark = builder.getOrCreate()
     except (PySparkException, Py4JError, OSError) as exc:
         raise ConfigError(
             f"cannot start Spark on {master} ({first_line(exc)}); it needs Java 17 or later"
@@ -72,12 +74,25 @@ def _session_conf(master: str) -> dict[str, str]:
     conf = {"spark.ui.enabled": "false", "spark.ui.showConsoleProgress": "false"}
     if master.startswith("local"):
         # One machine: stay on loopback, and run Python workers with this interpreter and its packages.
-        conf |= {
-            "spark.driver.host": "127.0.0.1",
-            "spark.driver.bindAddress": "127.0.0.1",
-            "spark.pyspark.python": sys.executable,
-        }
+        conf |= {"spark.driver.host": "127.0.0.1", "spark.driver.bindAddress": "127.0.0.1"}
     return conf
+
+
+@contextmanager
+def _worker_python(master: str) -> Iterator[None]:
+    """Have a local session's Python workers run this interpreter, unless PYSPARK_PYTHON is set.
+
+    PySpark takes the workers' interpreter from PYSPARK_PYTHON when the context starts (else
+    `python3` from PATH, which may lack churn_mlops), not from the `spark.pyspark.python` setting.
+    """
+    if not master.startswith("local") or os.environ.get("PYSPARK_PYTHON"):
+        yield
+        return
+    os.environ["PYSPARK_PYTHON"] = sys.executable
+    try:
+        yield
+    finally:
+        os.environ.pop("PYSPARK_PYTHON", None)
 
 
 @contextmanager
