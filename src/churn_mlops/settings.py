@@ -12,13 +12,15 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import BaseModel, Field, SecretStr, field_validator
+from pydantic import BaseModel, Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
+
+from churn_mlops.errors import ConfigError
 
 
 class DataSettings(BaseModel):
@@ -72,7 +74,17 @@ class ServingSettings(BaseModel):
     max_body_bytes: int = Field(1_000_000, ge=1024)
     unknown_category: Literal["error", "map"] = "error"
     cors_origins: list[str] = []
+    metrics_key_names: bool = Field(
+        False, description="label /metrics with API key names rather than a hash of each name"
+    )
     reload_poll_seconds: float = Field(0.0, ge=0, description="poll the champion alias; 0 turns it off")
+    database_timeout_seconds: float = Field(
+        5.0, gt=0, description="longest a serving database connect, statement or logged write may take"
+    )
+    redis_timeout_seconds: float = Field(1.0, gt=0, description="longest a rate-limit Redis call may take")
+    ready_cache_seconds: float = Field(
+        1.0, ge=0, description="how long /health/ready reuses its dependency checks"
+    )
     # The two below apply where the log's writer thread commits (PostgreSQL); on SQLite each
     # event-loop turn's predictions are committed together on the loop itself.
     log_batch_size: int = Field(16, ge=1, description="predictions that close a commit's batch early")
@@ -231,5 +243,10 @@ class Settings(BaseSettings):
 
 @lru_cache
 def get_settings() -> Settings:
-    """The process's settings, read once."""
-    return Settings()
+    """The process's settings, read once; a bad value is a ConfigError naming the first bad field."""
+    try:
+        return Settings()
+    except ValidationError as exc:
+        problem = exc.errors()[0]
+        field = ".".join(str(part) for part in problem["loc"])
+        raise ConfigError(f"settings: {field}: {problem['msg']}") from None

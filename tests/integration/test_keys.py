@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import uuid
@@ -15,7 +16,8 @@ from typer.testing import CliRunner
 
 from churn_mlops.cli.keys import app
 from churn_mlops.errors import ConfigError, NotFoundError
-from churn_mlops.serving.keys import DuplicateKeyError, KeyStore
+from churn_mlops.serving.keys import DuplicateKeyError, KeyStore, KeyStoreError
+from tests.faults import FreezableProxy, HungServer
 
 runner = CliRunner()
 
@@ -214,3 +216,38 @@ def test_cli_errors_are_one_line(churn_home: Path) -> None:
     keys_cli("create", "--name", "x", "--scope", "predict")
     assert "x" in keys_cli("create", "--name", "x", "--scope", "predict", code=1)
     assert "ghost" in keys_cli("revoke", "ghost", code=5)
+
+
+@pytest.mark.postgres
+def test_a_hung_key_database_fails_a_lookup_within_the_timeout_and_recovers(
+    postgres_engine: sa.Engine,
+) -> None:
+    """A lookup the database does not answer ends in a KeyStoreError, not a request held forever."""
+    with FreezableProxy(postgres_engine.url.port or 5432) as proxy:
+        url = postgres_engine.url.set(port=proxy.port).render_as_string(hide_password=False)
+        store = KeyStore(url, cache_seconds=0, timeout=2.0)
+        name = f"hung-{uuid.uuid4().hex[:8]}"
+        key, _ = store.create(name, ["predict"])
+
+        async def freeze_and_thaw() -> None:  # one event loop: its threads may wait on the frozen proxy
+            assert await store.authenticate_async(key) is not None
+            proxy.freeze()
+            with pytest.raises(KeyStoreError, match="no answer within 2 s"):
+                await asyncio.wait_for(store.authenticate_async(key), 30)
+            proxy.thaw()
+            assert await asyncio.wait_for(store.authenticate_async(key), 30) is not None
+
+        try:
+            asyncio.run(freeze_and_thaw())
+            store.ping()
+        finally:
+            proxy.thaw()
+            store.revoke(name)
+            store.close()
+
+
+def test_an_unreachable_key_database_is_one_line_without_the_password() -> None:
+    with HungServer() as hung, pytest.raises(KeyStoreError, match="timeout") as raised:
+        KeyStore(f"postgresql://churn:hunter2@127.0.0.1:{hung.port}/test", timeout=1.0)
+    assert "hunter2" not in str(raised.value)
+    assert "\n" not in str(raised.value)

@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from churn_mlops.serving.predlog import PredictionLog, PredictionLogError, PredictionRecord, predictions_table
 from churn_mlops.serving.predlog.table import WAL_LIMIT_PAGES
 from churn_mlops.serving.predlog.window import QUIET_WINDOWS, WINDOWLESS_BATCHES, WINDOWLESS_SECONDS
+from tests.faults import FreezableProxy
 from tests.integration.predlog_rows import logged, logged_count
 
 VICTIM = Path(__file__).with_name("predlog_victim.py")
@@ -508,3 +509,35 @@ def test_sigkill_loses_no_acknowledged_prediction(tmp_path: Path) -> None:
         stored = {row[0] for row in connection.execute("SELECT request_id FROM predictions")}
     missing = acknowledged - stored
     assert not missing, f"{len(missing)} of {len(acknowledged)} acknowledged predictions lost"
+
+
+@pytest.mark.postgres
+def test_a_hung_database_fails_writes_within_the_timeout_and_the_log_recovers(
+    postgres_engine: sa.Engine, postgres_table: str
+) -> None:
+    """A database that stops answering mid-conversation: each write waiting on it fails once the
+    timeout has passed, the health check says so, and writes succeed again once it answers."""
+    with FreezableProxy(postgres_engine.url.port or 5432) as proxy:
+        url = postgres_engine.url.set(port=proxy.port).render_as_string(hide_password=False)
+        prediction_log = PredictionLog(url, table=postgres_table, timeout=2.0)
+        prediction_log.start()
+        try:
+            _run(prediction_log.write([_record("before")]))
+            proxy.freeze()
+            with pytest.raises(PredictionLogError, match="did not answer within 2 s"):
+                _run(prediction_log.write([_record("during")]))
+            with pytest.raises(PredictionLogError, match="timeout"):
+                prediction_log.ping()
+            proxy.thaw()
+            _run(prediction_log.write([_record("after")]))
+            prediction_log.ping()
+        finally:
+            proxy.thaw()
+            prediction_log.close()
+        assert {"before", "after"} <= set(logged(prediction_log)["request_id"])
+
+
+def test_an_unusable_url_is_refused_without_its_password() -> None:
+    with pytest.raises(PredictionLogError) as raised:
+        PredictionLog("nosuchdb://churn:hunter2@db.internal/x").start()
+    assert "hunter2" not in str(raised.value)

@@ -25,6 +25,7 @@ from churn_mlops.serving.ratelimit import (
     redacted,
 )
 from tests.conftest import require_service
+from tests.faults import HungServer, redis_server
 
 REDIS_URL = os.environ.get("CHURN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -229,3 +230,42 @@ def test_the_limit_holds_across_two_worker_processes(redis_url: str, prefix: str
     assert all(r["allowed"] > 0 for r in reports), "both workers drew from the bucket"
     assert allowed <= ceiling + 2, (allowed, ceiling, reports)
     assert allowed >= burst + rate * elapsed * 0.8, "the shared bucket still grants the rate"
+
+
+@pytest.mark.anyio
+async def test_a_hung_redis_fails_within_the_timeout_without_retrying() -> None:
+    """A Redis that accepts and never answers costs a request one timeout: no retries, no backoff."""
+    with HungServer() as hung:
+        limiter = RedisRateLimiter(f"redis://127.0.0.1:{hung.port}/0", 1.0, 1, timeout=0.5)
+        try:
+            with pytest.raises(RateLimitBackendError, match="Timeout"):
+                await limiter.acquire("web-app")
+            assert len(hung.accepted) == 1, "the timed-out call was retried"
+            with pytest.raises(RateLimitBackendError):
+                await limiter.ping()
+        finally:
+            await limiter.close()
+
+
+@pytest.mark.anyio
+async def test_the_limiter_recovers_when_its_redis_comes_back() -> None:
+    with redis_server() as server:
+        limiter = RedisRateLimiter(server.url, 100.0, 100, timeout=0.5)
+        try:
+            assert (await limiter.acquire("web-app")).allowed
+            await limiter.ping()
+            server.stop()
+            with pytest.raises(RateLimitBackendError):
+                await limiter.acquire("web-app")
+            with pytest.raises(RateLimitBackendError):
+                await limiter.ping()
+            server.start()
+            await limiter.ping()
+            assert (await limiter.acquire("web-app")).allowed
+        finally:
+            await limiter.close()
+
+
+@pytest.mark.anyio
+async def test_the_local_limiter_always_answers_its_ping() -> None:
+    await LocalRateLimiter(1.0, 1).ping()

@@ -6,10 +6,10 @@ import json
 from typing import Any, Literal
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from churn_mlops.data.spec import DatasetSpec, Kind, parse_spec
-from churn_mlops.serving.schemas import customer_model, example_customer
+from churn_mlops.serving.schemas import batch_of, customer_model, example_customer
 
 BANK = """
 name: bank
@@ -70,14 +70,14 @@ def test_extra_fields_are_refused(model: type[BaseModel], spec: DatasetSpec) -> 
     [
         ("tenure", -1, "greater_than_equal"),
         ("tenure", 121, "less_than_equal"),
-        ("tenure", 2.5, "int_from_float"),
+        ("tenure", 2.5, "int_type"),
         ("monthly_charges", -0.01, "greater_than_equal"),
         ("monthly_charges", 1000.5, "less_than_equal"),
         ("monthly_charges", float("inf"), "finite_number"),
         ("monthly_charges", float("nan"), "finite_number"),
         ("monthly_charges", None, "float_type"),
         ("total_charges", 200_001, "less_than_equal"),
-        ("partner", "maybe", "bool_parsing"),
+        ("partner", "maybe", "bool_type"),
         ("customer_id", "x" * 201, "string_too_long"),
     ],
 )
@@ -85,6 +85,51 @@ def test_values_outside_the_specs_domain_are_refused(
     model: type[BaseModel], spec: DatasetSpec, field: str, value: object, error: str
 ) -> None:
     assert _problems(model, example_customer(spec) | {field: value}) == [((field,), error)]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "error"),
+    [
+        ("tenure", "24", "int_type"),
+        ("tenure", True, "int_type"),
+        ("monthly_charges", "65.5", "float_type"),
+        ("senior_citizen", 0, "bool_type"),
+        ("senior_citizen", 1.0, "bool_type"),
+        ("senior_citizen", "yes", "bool_type"),
+        ("senior_citizen", "true", "bool_type"),
+        ("customer_id", 7590, "string_type"),
+    ],
+)
+def test_json_types_are_not_coerced(
+    model: type[BaseModel], spec: DatasetSpec, field: str, value: object, error: str
+) -> None:
+    body = json.dumps(example_customer(spec) | {field: value})
+    with pytest.raises(ValidationError) as caught:
+        model.model_validate_json(body)
+    assert [(e["loc"], e["type"]) for e in caught.value.errors()] == [((field,), error)]
+
+
+def test_json_schemas_numbers_are_kept(model: type[BaseModel], spec: DatasetSpec) -> None:
+    """An integer is a number, and 24.0 an integer, in JSON Schema: both are taken as they are."""
+    body = example_customer(spec) | {"tenure": 24.0, "monthly_charges": 65}
+    parsed = model.model_validate_json(json.dumps(body))
+    assert (parsed.tenure, parsed.monthly_charges) == (24, 65.0)  # type: ignore[attr-defined]
+    assert type(parsed.tenure) is int  # type: ignore[attr-defined]
+    assert type(parsed.monthly_charges) is float  # type: ignore[attr-defined]
+
+
+def test_a_batch_holds_one_to_max_batch_customers(spec: DatasetSpec) -> None:
+    customer = customer_model(spec, unknown_category="error")
+    batch = TypeAdapter(batch_of(customer, 3))
+    one = json.dumps(example_customer(spec))
+    assert len(batch.validate_json(f"[{one}]")) == 1
+    assert len(batch.validate_json(f"[{one},{one},{one}]")) == 3
+    for size, error in ((0, "too_short"), (4, "too_long")):
+        with pytest.raises(ValidationError) as caught:
+            batch.validate_json("[" + ",".join([one] * size) + "]")
+        assert [e["type"] for e in caught.value.errors()] == [error]
+    schema = batch.json_schema()
+    assert (schema["type"], schema["minItems"], schema["maxItems"]) == ("array", 1, 3)
 
 
 def test_values_on_the_specs_bounds_are_accepted(model: type[BaseModel], spec: DatasetSpec) -> None:

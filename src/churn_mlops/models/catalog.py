@@ -81,7 +81,12 @@ class Catalog(Protocol):
 def catalog_for(settings: Settings) -> Catalog:
     """The lightest catalog that can read the configured registry."""
     if sa.make_url(settings.tracking_uri).get_backend_name() in {"sqlite", "postgresql", "mysql"}:
-        return SqlCatalog(settings.tracking_uri, settings.registry.model_name, settings.models_dir)
+        return SqlCatalog(
+            settings.tracking_uri,
+            settings.registry.model_name,
+            settings.models_dir,
+            timeout=settings.serving.database_timeout_seconds,
+        )
     from churn_mlops.models.registry import Registry
 
     logger.info("tracking store %s: resolving models through the MLflow client", settings.tracking_uri)
@@ -101,10 +106,10 @@ class SqlCatalog:
     `model_version_tags` (MLflow's schema since 2.3, when aliases arrived).
     """
 
-    def __init__(self, tracking_uri: str, model_name: str, cache_dir: Path) -> None:
+    def __init__(self, tracking_uri: str, model_name: str, cache_dir: Path, timeout: float = 5.0) -> None:
         self.model_name = model_name
         self.cache_dir = cache_dir
-        self.engine = create_engine(tracking_uri).execution_options(isolation_level="AUTOCOMMIT")
+        self.engine = create_engine(tracking_uri, timeout).execution_options(isolation_level="AUTOCOMMIT")
         self._fallback: Catalog | None = None
         self._tracking_uri = tracking_uri
 

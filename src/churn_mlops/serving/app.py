@@ -25,11 +25,14 @@ from churn_mlops.serving.keys import KeyStore
 from churn_mlops.serving.metrics import Metrics
 from churn_mlops.serving.middleware import GatewayMiddleware, InFlight
 from churn_mlops.serving.model import ModelHolder
+from churn_mlops.serving.openapi import document
 from churn_mlops.serving.predlog import PredictionLog
 from churn_mlops.serving.problems import add_error_handlers
 from churn_mlops.serving.ratelimit import make_rate_limiter
+from churn_mlops.serving.readiness import Readiness
 from churn_mlops.serving.schemas import customer_model
 from churn_mlops.settings import Settings, get_settings
+from churn_mlops.sql import database_url, timeout_args
 
 logger = logging.getLogger(__name__)
 
@@ -41,15 +44,40 @@ def build_services(settings: Settings) -> Services:
     """The real services: SQL key store and log, Redis or in-process limits, the registry's champion."""
     catalog = catalog_for(settings)
     serving = settings.serving
+    url, timeout = settings.serving_database_url, serving.database_timeout_seconds
     predlog = PredictionLog(
-        settings.serving_database_url, batch_size=serving.log_batch_size, wait_ms=serving.log_wait_ms
+        url, batch_size=serving.log_batch_size, wait_ms=serving.log_wait_ms, timeout=timeout
+    )
+    limiter = make_rate_limiter(
+        serving.redis_url, serving.rate_per_second, serving.burst, serving.redis_timeout_seconds
     )
     return Services(
-        keys=KeyStore(settings.serving_database_url),
-        limiter=make_rate_limiter(serving.redis_url, serving.rate_per_second, serving.burst),
+        keys=KeyStore(url, timeout=timeout),
+        limiter=limiter,
         predlog=predlog,
         holder=ModelHolder(one_scoring_thread(catalog.load), catalog.resolve),
     )
+
+
+async def start_services(settings: Settings, factory: ServicesFactory = build_services) -> Services:
+    """The services, built and started: a ChurnError names the dependency that cannot be used."""
+    services = factory(settings)
+    try:
+        services.predlog.start()  # migrates the serving database
+        await services.limiter.ping()
+    except BaseException:
+        await stop_services(services)
+        raise
+    return services
+
+
+async def stop_services(services: Services) -> None:
+    """Commit what the log holds and release every connection."""
+    try:
+        services.predlog.close()
+    finally:
+        await services.limiter.close()
+        services.keys.close()
 
 
 def create_app(
@@ -61,16 +89,16 @@ def create_app(
     """The model server for a dataset spec (the configured one by default)."""
     settings = settings or get_settings()
     spec = spec or load_spec(settings.data.spec)
-    metrics = Metrics()
+    metrics = Metrics(key_names=settings.serving.metrics_key_names)
     in_flight = InFlight()
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        services = services_factory(settings)
+        services = await start_services(settings, services_factory)
         services.predlog.window.in_flight = in_flight  # tells a batching window whether it can gather more
         services.predlog.window.arrivals = in_flight.arrivals
-        services.predlog.start()
         app.state.services = services
+        app.state.readiness = Readiness(services, settings.serving)
         await _initial_load(services.holder, metrics)
         poller = _start_polling(services.holder, metrics, settings.serving.reload_poll_seconds)
         monitoring = _monitoring_gauges(settings, metrics)
@@ -81,8 +109,7 @@ def create_app(
                 poller.cancel()
             metrics.extra.remove(monitoring)
             monitoring.engine.dispose()
-            services.predlog.close()
-            await services.limiter.close()
+            await stop_services(services)
 
     app = FastAPI(
         title="churn-mlops model server",
@@ -97,7 +124,8 @@ def create_app(
     app.state.settings, app.state.spec, app.state.metrics = settings, spec, metrics
     app.state.customer = customer_model(spec, unknown_category=settings.serving.unknown_category)
     add_error_handlers(app)
-    direct = routers.predict.routes(app.state.customer)
+    document(app)
+    direct = routers.predict.routes(app.state.customer, settings.serving.max_batch)
     app.router.routes[:0] = direct  # first, as the router tries routes in order
     for router in (routers.health.router, routers.model.router, routers.admin.router):
         app.include_router(router)
@@ -130,9 +158,9 @@ async def _initial_load(holder: ModelHolder, metrics: Metrics) -> None:
 
 def _monitoring_gauges(settings: Settings, metrics: Metrics) -> MonitoringCollector:
     """Export the monitoring store's latest results on /metrics."""
-    collector = MonitoringCollector(
-        sa.create_engine(settings.serving_database_url, poolclass=sa.pool.NullPool)
-    )
+    url = database_url(settings.serving_database_url)
+    timeouts = timeout_args(url, settings.serving.database_timeout_seconds)
+    collector = MonitoringCollector(sa.create_engine(url, poolclass=sa.pool.NullPool, connect_args=timeouts))
     metrics.extra.append(collector)
     return collector
 

@@ -73,7 +73,7 @@ async def authorize(request: Request, scope: str) -> ApiKey:
     if not raw:
         raise HTTPException(401, "an API key is required (header X-API-Key)", {"WWW-Authenticate": "ApiKey"})
     services = get_services(request)
-    key = services.keys.authenticate(raw)
+    key = await services.keys.authenticate_async(raw)  # off the event loop, within its timeout
     if key is None:
         raise HTTPException(401, "the API key is not valid", {"WWW-Authenticate": "ApiKey"})
     request.state.key_name = key.name
@@ -81,7 +81,7 @@ async def authorize(request: Request, scope: str) -> ApiKey:
         raise HTTPException(403, f"the API key {key.name!r} lacks the {scope!r} scope")
     decision = await services.limiter.acquire(key.name)
     if not decision.allowed:
-        get_metrics(request).rate_limited.labels(key=key.name).inc()
+        get_metrics(request).count_rate_limited(key.name)
         retry = max(1, int(decision.retry_after + 0.999))
         raise HTTPException(429, f"rate limit exceeded, retry in {retry} s", {"Retry-After": str(retry)})
     return key

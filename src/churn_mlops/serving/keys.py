@@ -5,14 +5,16 @@ unsalted hash is the right choice: bcrypt, scrypt and Argon2 slow down guessing 
 passwords, but no amount of guessing finds a 256-bit key, and the server must check a key on
 every request. The plaintext key is returned once by `KeyStore.create` and never stored.
 
-`authenticate` is on the request path, so its answers (including "no such key") are cached in
-memory for `cache_seconds`: a key revoked by another process stops working within that time;
-one revoked through the same store stops at once. Supported databases: SQLite and PostgreSQL,
-whose partial unique index keeps names unique among active keys.
+`authenticate` is on the request path (the server calls `authenticate_async`, which asks the
+database off the event loop and gives up after `timeout`), so its answers (including "no such
+key") are cached in memory for `cache_seconds`: a key revoked by another process stops working
+within that time; one revoked through the same store stops at once. Supported databases: SQLite
+and PostgreSQL, whose partial unique index keeps names unique among active keys.
 """
 
 from __future__ import annotations
 
+import asyncio
 import builtins
 import hashlib
 import hmac
@@ -29,7 +31,7 @@ import sqlalchemy as sa
 
 from churn_mlops import migrations
 from churn_mlops.errors import ChurnError, ConfigError, NotFoundError
-from churn_mlops.sql import database_url, sqlite_file
+from churn_mlops.sql import database_url, sqlite_file, timeout_args
 
 SCOPES = frozenset({"predict", "admin"})
 KEY_PREFIX = "churn_"
@@ -108,14 +110,19 @@ class KeyStore:
     """Create, revoke, list and check API keys in the `api_keys` table of a SQL database."""
 
     def __init__(
-        self, url: str, cache_seconds: float = 2.0, clock: Callable[[], float] = time.monotonic
+        self,
+        url: str,
+        cache_seconds: float = 2.0,
+        clock: Callable[[], float] = time.monotonic,
+        timeout: float = 5.0,
     ) -> None:
         self.url = url
         self.cache_seconds = cache_seconds
+        self.timeout = timeout
         self._clock = clock
         self._cache: dict[str, tuple[float, ApiKey | None]] = {}
         self._lock = threading.Lock()
-        self._engine = _create_engine(url)
+        self._engine = _create_engine(url, timeout)
         with self._errors():
             migrations.upgrade(self._engine)
 
@@ -153,17 +160,26 @@ class KeyStore:
 
     def authenticate(self, key: str) -> ApiKey | None:
         """The active key matching this plaintext key; None for unknown or revoked keys."""
-        if not key.startswith(KEY_PREFIX) or len(key) > _MAX_KEY_LENGTH:
-            return None
-        digest = hash_key(key)
-        cached = self._cache.get(digest)
-        now = self._clock()
-        if cached is not None and cached[0] > now:
-            return cached[1]
-        found = self._lookup(digest)
-        if self.cache_seconds > 0:
-            self._remember(digest, now + self.cache_seconds, found)
+        digest, found = self._cached(key)
+        if digest is not None:
+            found = self._remember(digest, self._lookup(digest))
         return found
+
+    async def authenticate_async(self, key: str) -> ApiKey | None:
+        """`authenticate` for the event loop: off the loop, and a KeyStoreError after `timeout`."""
+        digest, found = self._cached(key)
+        if digest is not None:
+            try:
+                looked_up = await asyncio.wait_for(asyncio.to_thread(self._lookup, digest), self.timeout)
+            except TimeoutError:
+                raise KeyStoreError(f"API key store: no answer within {self.timeout:g} s") from None
+            found = self._remember(digest, looked_up)
+        return found
+
+    def ping(self) -> None:
+        """Raise KeyStoreError unless the database answers a query."""
+        with self._errors(), self._engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
 
     def close(self) -> None:
         """Release the database connections."""
@@ -178,12 +194,24 @@ class KeyStore:
             return None
         return _api_key(row, revoked=False)
 
-    def _remember(self, digest: str, expires: float, found: ApiKey | None) -> None:
-        with self._lock:
-            if len(self._cache) >= _MAX_CACHE_ENTRIES:
-                # Unknown keys are cached too, so a flood of made-up keys must not grow memory.
-                self._cache.clear()
-            self._cache[digest] = (expires, found)
+    def _cached(self, key: str) -> tuple[str | None, ApiKey | None]:
+        """(None, the answer) when it needs no database; else (the digest to look up, None)."""
+        if not key.startswith(KEY_PREFIX) or len(key) > _MAX_KEY_LENGTH:
+            return None, None
+        digest = hash_key(key)
+        cached = self._cache.get(digest)
+        if cached is not None and cached[0] > self._clock():
+            return None, cached[1]
+        return digest, None
+
+    def _remember(self, digest: str, found: ApiKey | None) -> ApiKey | None:
+        if self.cache_seconds > 0:
+            with self._lock:
+                if len(self._cache) >= _MAX_CACHE_ENTRIES:
+                    # Unknown keys are cached too, so a flood of made-up keys must not grow memory.
+                    self._cache.clear()
+                self._cache[digest] = (self._clock() + self.cache_seconds, found)
+        return found
 
     def _forget(self, name: str) -> None:
         with self._lock:
@@ -201,8 +229,12 @@ class KeyStore:
             raise KeyStoreError(f"API key store at {where}: {reason}") from exc
 
 
-def _create_engine(url: str) -> sa.Engine:
-    engine = sa.create_engine(database_url(url))
+def _create_engine(url: str, timeout: float) -> sa.Engine:
+    parsed = database_url(url)
+    # pre_ping: after the database restarts, the next request gets a fresh connection, not an error
+    engine = sa.create_engine(
+        parsed, connect_args=timeout_args(parsed, timeout), pool_pre_ping=True, pool_timeout=timeout
+    )
     database = sqlite_file(engine)
     if database is not None:
         database.parent.mkdir(parents=True, exist_ok=True)

@@ -6,6 +6,7 @@ its samples to that folder and /metrics aggregates them; otherwise one in-proces
 
 from __future__ import annotations
 
+import hashlib
 import os
 from typing import Any
 
@@ -17,9 +18,10 @@ SCORE_BUCKETS = tuple(i / 10 for i in range(1, 11))
 
 
 class Metrics:
-    """The server's metrics and their exposition."""
+    """The server's metrics and their exposition; API key names appear only if `key_names`."""
 
-    def __init__(self) -> None:
+    def __init__(self, *, key_names: bool = False) -> None:
+        self.key_names = key_names
         self.multiprocess = bool(os.environ.get("PROMETHEUS_MULTIPROC_DIR"))
         self.extra: list[Collector] = []  # collectors read at scrape time (the monitoring results)
         self.registry = None if self.multiprocess else CollectorRegistry()
@@ -75,6 +77,10 @@ class Metrics:
         child.inc()
         self.scores.observe(probability)
 
+    def count_rate_limited(self, key_name: str) -> None:
+        """One request refused by the rate limit, labelled by its key's name or that name's hash."""
+        self.rate_limited.labels(key=key_name if self.key_names else key_label(key_name)).inc()
+
     def set_model(self, version: str, previous: str | None) -> None:
         """Mark the version being served."""
         if previous is not None and previous != version:
@@ -96,3 +102,8 @@ class Metrics:
         for collector in self.extra:
             registry.register(collector)
         return generate_latest(registry)
+
+
+def key_label(name: str) -> str:
+    """What /metrics shows for an API key unless names are allowed: a stable, short hash of its name."""
+    return "key-" + hashlib.sha256(name.encode()).hexdigest()[:12]

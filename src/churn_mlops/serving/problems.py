@@ -1,4 +1,8 @@
-"""Error responses: validation failures as 422s that name the field, and the other refusals."""
+"""Error responses: validation failures as 422s that name the field, and the other refusals.
+
+A failing dependency is answered 503 with a message naming the service, never its host or the
+driver's words; the full cause goes to the server's log.
+"""
 
 import json
 import logging
@@ -10,10 +14,19 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from churn_mlops.errors import ChurnError
+from churn_mlops.serving.keys import KeyStoreError
 from churn_mlops.serving.middleware import BodyTooLargeError
+from churn_mlops.serving.predlog import PredictionLogError
+from churn_mlops.serving.ratelimit import RateLimitBackendError
 
 logger = logging.getLogger(__name__)
 SHOWN_IN_DETAIL = 5  # problems named in `detail`; `errors` lists them all
+UNAVAILABLE: dict[type[ChurnError], str] = {
+    PredictionLogError: "the prediction log is unavailable; try again",
+    RateLimitBackendError: "the rate-limit store is unavailable; try again",
+    KeyStoreError: "the API key store is unavailable; try again",
+}
+SOMETHING_UNAVAILABLE = "a service this request needs is unavailable; try again"
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -31,21 +44,37 @@ def add_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(ChurnError)
     async def churn_error(request: Request, exc: ChurnError) -> JSONResponse:
-        logger.warning("request failed: %s", exc)
-        return JSONResponse({"detail": str(exc)}, status_code=503)
+        request_id = getattr(request.state, "request_id", None)
+        logger.warning("request %s failed: %s", request_id, exc)
+        return JSONResponse({"detail": unavailable(exc)}, status_code=503)
+
+
+def unavailable(exc: ChurnError) -> str:
+    """What a client is told about a failing dependency: which service, not where it runs."""
+    found = (UNAVAILABLE[cls] for cls in type(exc).__mro__ if cls in UNAVAILABLE)
+    return next(found, SOMETHING_UNAVAILABLE)
 
 
 def _problem(error: Any) -> dict[str, Any]:
     location = [str(part) for part in error.get("loc", ()) if part != "body"]
     field = ".".join(location) or "body"
     problem = error.get("msg", "invalid")
-    if error.get("type") == "extra_forbidden":
+    kind, context = error.get("type"), error.get("ctx", {})
+    if kind == "extra_forbidden":
         problem = "unknown field"
-    elif error.get("type") == "json_invalid":
-        field, problem = "body", f"malformed JSON ({error.get('ctx', {}).get('error', 'parse error')})"
-    if error.get("type") == "missing":  # pydantic's input is then the object around the field
+    elif kind == "too_short" and context.get("field_type") == "List":
+        problem = f"a list of at least {_items(context['min_length'])}, not {context['actual_length']}"
+    elif kind == "too_long" and context.get("field_type") == "List":
+        problem = f"a list of at most {_items(context['max_length'])}, not {context['actual_length']}"
+    elif kind == "json_invalid":
+        field, problem = "body", f"malformed JSON ({context.get('error', 'parse error')})"
+    if kind == "missing":  # pydantic's input is then the object around the field
         return {"field": field, "problem": problem}
     return {"field": field, "problem": problem, "input": _short(error.get("input"))}
+
+
+def _items(count: int) -> str:
+    return f"{count} item" if count == 1 else f"{count} items"
 
 
 def _short(value: Any) -> Any:

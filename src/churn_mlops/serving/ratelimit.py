@@ -66,6 +66,10 @@ class RateLimiter(Protocol):
         """Take one token from the key's bucket if there is one."""
         ...
 
+    async def ping(self) -> None:
+        """Raise RateLimitBackendError unless the store answers (nothing to check in-process)."""
+        ...
+
     async def close(self) -> None:
         """Release connections."""
         ...
@@ -109,6 +113,9 @@ class LocalRateLimiter:
             self._buckets[key] = (decision.remaining, now)
         return decision
 
+    async def ping(self) -> None:
+        """Always answers: the buckets are in this process."""
+
     async def close(self) -> None:
         """Nothing to release."""
 
@@ -135,11 +142,16 @@ class RedisRateLimiter:
         self.burst = burst
         self.prefix = prefix
         import redis.asyncio as aioredis  # only where a Redis URL is configured
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         self._errors = aioredis.RedisError
+        # Every call ends within `timeout`: a connection that broke (Redis restarted) is retried
+        # once at once on a fresh one; a timeout is not retried, nor waited out with backoff.
+        retry = Retry(NoBackoff(), 1, supported_errors=(aioredis.ConnectionError,))
         try:
             self._client = aioredis.Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout
+                url, socket_timeout=timeout, socket_connect_timeout=timeout, retry=retry
             )
         except ValueError as exc:
             raise ConfigError(f"{redacted(url)}: not a valid Redis URL ({exc})") from exc
@@ -155,15 +167,22 @@ class RedisRateLimiter:
             raise RateLimitBackendError(f"rate limit store at {redacted(self.url)}: {exc}") from exc
         return RateDecision(allowed == 1, float(retry), float(remaining))
 
+    async def ping(self) -> None:
+        """Raise RateLimitBackendError unless Redis answers a PING within the timeout."""
+        try:
+            await self._client.ping()
+        except self._errors as exc:
+            raise RateLimitBackendError(f"rate limit store at {redacted(self.url)}: {exc}") from exc
+
     async def close(self) -> None:
         """Close the connection pool."""
         await self._client.aclose()
 
 
-def make_rate_limiter(redis_url: str | None, rate: float, burst: int) -> RateLimiter:
+def make_rate_limiter(redis_url: str | None, rate: float, burst: int, timeout: float = 1.0) -> RateLimiter:
     """A Redis limiter when a URL is given, which holds across workers; else a local one."""
     if redis_url:
-        return RedisRateLimiter(redis_url, rate, burst)
+        return RedisRateLimiter(redis_url, rate, burst, timeout=timeout)
     return LocalRateLimiter(rate, burst)
 
 

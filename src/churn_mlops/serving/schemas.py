@@ -1,14 +1,17 @@
 """Request and response models of the API, derived from the dataset spec.
 
 The request model is built at start-up from the spec's columns, so a server for another churn
-data set accepts that data set's fields without code changes.
+data set accepts that data set's fields without code changes. It is strict about JSON types: a
+number in quotes, or a number or string for a boolean, is refused rather than converted. JSON
+Schema's numbers are kept: an integer is valid for a decimal field, and a whole number written
+with a fraction (24.0) for an integer field.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, create_model
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, create_model
 
 from churn_mlops.data.spec import ColumnSpec, DatasetSpec, Kind
 
@@ -17,22 +20,38 @@ EXAMPLE = {"tenure": 24, "monthly_charges": 65.5}
 
 
 def customer_model(spec: DatasetSpec, *, unknown_category: Literal["error", "map"]) -> type[BaseModel]:
-    """The pydantic model of one customer's fields by canonical name; extra fields are refused."""
+    """The model of one customer's fields by canonical name: strict JSON types, no extra fields."""
     fields: dict[str, Any] = {
         spec.id.name: (str | None, Field(None, max_length=200, description="Customer id"))
     }
     fields |= {column.name: _field(column, unknown_category) for column in spec.features}
     config = ConfigDict(
-        extra="forbid", allow_inf_nan=False, json_schema_extra={"examples": [example_customer(spec)]}
+        extra="forbid",
+        strict=True,
+        allow_inf_nan=False,
+        json_schema_extra={"examples": [example_customer(spec)]},
     )
     return create_model(f"{spec.name.title()}Customer", __config__=config, **fields)
+
+
+def batch_of(customer: type[BaseModel], max_batch: int) -> Any:
+    """The type of a batch request: a list of 1 to `max_batch` customers."""
+    return Annotated[list[customer], Field(min_length=1, max_length=max_batch)]  # type: ignore[valid-type]
+
+
+def _whole(value: Any) -> Any:
+    """24.0 as 24, as JSON Schema counts it an integer; anything else as it came."""
+    return int(value) if isinstance(value, float) and value.is_integer() else value
+
+
+WholeNumber = Annotated[int, BeforeValidator(_whole)]
 
 
 def _field(column: ColumnSpec, unknown_category: str) -> tuple[Any, Any]:
     annotation: Any
     constraints: dict[str, Any]
     if column.type is Kind.NUMERIC:
-        annotation = int if column.integer else float
+        annotation = WholeNumber if column.integer else float
         constraints = {"ge": column.min, "le": column.max}
     elif column.type is Kind.BOOLEAN:
         annotation, constraints = bool, {}
@@ -97,3 +116,23 @@ class ModelPublic(BaseModel):
     data_version: str | None
     loaded_at: str
     request_schema: dict[str, Any]
+
+
+class FieldProblem(BaseModel):
+    """One problem with a request: where it is, what is wrong, and the input that was sent."""
+
+    field: str = Field(description="the field's path (`tenure`, `0.tenure` in a batch), or `body`")
+    problem: str
+    input: Any = Field(None, description="the value sent (cut to 100 characters); absent if none was")
+
+
+class ProblemPublic(BaseModel):
+    """Why a request was refused or could not be answered, in one line."""
+
+    detail: str
+
+
+class ValidationProblemPublic(ProblemPublic):
+    """A request whose body or query is not valid: every problem, the first five in `detail`."""
+
+    errors: list[FieldProblem]

@@ -33,6 +33,15 @@ def failure(message: str, cause: BaseException) -> PredictionLogError:
     return error
 
 
+def expire(waiters: list[Waiter], seconds: float) -> None:
+    """Fail a loop's waiters not yet answered (runs on that loop); a late commit then changes nothing."""
+    for waiter in waiters:
+        if not waiter.done():
+            waiter.set_exception(
+                PredictionLogError(f"the prediction log did not answer within {seconds:g} s")
+            )
+
+
 def settle(futures: list[asyncio.Future[None]], error: BaseException | None) -> None:
     """Resolve one loop's waiters (runs on that loop); each failure gets its own exception."""
     for future in futures:

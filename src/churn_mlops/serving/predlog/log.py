@@ -30,7 +30,7 @@ import sqlalchemy as sa
 
 from churn_mlops import migrations
 from churn_mlops.errors import first_line
-from churn_mlops.serving.predlog.batch import Batch, Waiter, failure, resolve, settle
+from churn_mlops.serving.predlog.batch import Batch, Waiter, expire, failure, resolve, settle
 from churn_mlops.serving.predlog.checkpoint import CHECKPOINT_SECONDS, Checkpointer
 from churn_mlops.serving.predlog.record import PredictionRecord, to_row
 from churn_mlops.serving.predlog.table import (
@@ -40,6 +40,7 @@ from churn_mlops.serving.predlog.table import (
     create_log_engine,
     discard,
     locked,
+    ping,
     predictions_table,
 )
 from churn_mlops.serving.predlog.window import WindowPolicy
@@ -62,8 +63,10 @@ class PredictionLog:
         table: str = DEFAULT_TABLE,
         checkpoint_seconds: float = CHECKPOINT_SECONDS,
         commit_on_loop: bool | None = None,
+        timeout: float = 5.0,
     ) -> None:
         self.url = url
+        self.timeout = timeout  # seconds a connect, a statement or a write's wait after its window may take
         self.batch_size = batch_size
         self.window = WindowPolicy(wait_ms)  # the server sets its in_flight and arrivals counts
         self.checkpoint_seconds = checkpoint_seconds
@@ -88,7 +91,7 @@ class PredictionLog:
         with self._lock:
             if self._thread is not None or self._closed:
                 raise PredictionLogError("the prediction log can be started once")
-            engine = create_log_engine(self.url)
+            engine = create_log_engine(self.url, self.timeout)
             try:
                 self._create_table(engine)
             except (sa.exc.SQLAlchemyError, migrations.MigrationError) as exc:
@@ -166,6 +169,10 @@ class PredictionLog:
             discard(connection)
         self._loop_connections.clear()
 
+    def ping(self) -> None:
+        """Raise PredictionLogError unless the log's database answers within the timeout."""
+        ping(self._require_engine())
+
     def _create_table(self, engine: sa.Engine) -> None:
         if self.table.name == DEFAULT_TABLE:
             migrations.upgrade(engine)
@@ -190,6 +197,8 @@ class PredictionLog:
             batch.timer = loop.call_soon(self._commit_here, loop)
             return batch
         seconds = self.window.next_window(loop.time())
+        # A database that hangs must not hold requests: the waiters fail once it is overdue.
+        loop.call_later(seconds + self.timeout, expire, batch.waiters, self.timeout)
         if seconds > 0:
             batch.window.windowed = True
             batch.timer = loop.call_later(seconds, self._seal, loop)

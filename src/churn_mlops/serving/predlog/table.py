@@ -16,7 +16,8 @@ from typing import Any, Final, TypeAlias
 
 import sqlalchemy as sa
 
-from churn_mlops.errors import ChurnError
+from churn_mlops.errors import ChurnError, first_line
+from churn_mlops.sql import database_url, safe_url, timeout_args
 
 logger = logging.getLogger("churn_mlops.serving.predlog")
 
@@ -123,16 +124,25 @@ class Insert:
             cursor.execute(self.statement(len(chunk)), [value for row in chunk for value in row])
 
 
-def create_log_engine(url: str) -> sa.Engine:
+def create_log_engine(url: str, timeout: float) -> sa.Engine:
     """An engine for the log; SQLite gets WAL and synchronous=NORMAL on every connection.
 
     No pool: the writer and each event loop that commits keep a connection of their own, and
-    the migration at start opens and closes its own, so nothing lingers after close().
+    the migration at start opens and closes its own, so nothing lingers after close(). A connect
+    or statement takes at most `timeout` seconds (`sql.timeout_args`).
     """
     try:
-        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+        parsed = database_url(url)
+    except ChurnError:
+        raise PredictionLogError("the prediction log's database URL does not parse") from None
+    try:
+        engine = sa.create_engine(
+            parsed, poolclass=sa.pool.NullPool, connect_args=timeout_args(parsed, timeout)
+        )
     except (sa.exc.ArgumentError, ImportError) as exc:
-        raise PredictionLogError(f"prediction log URL {url!r} is not usable: {exc}") from exc
+        raise PredictionLogError(
+            f"prediction log URL {safe_url(parsed)} is not usable: {first_line(exc)}"
+        ) from exc
     if engine.dialect.name == "sqlite":
         if engine.url.database in (None, "", ":memory:"):
             raise PredictionLogError("the prediction log needs a SQLite file, not an in-memory database")
@@ -149,6 +159,15 @@ def _set_sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
     # keep up, or another process writes to the log without a pause, so the WAL stays bounded anyway.
     cursor.execute(f"PRAGMA wal_autocheckpoint={WAL_LIMIT_PAGES}")
     cursor.close()
+
+
+def ping(engine: sa.Engine) -> None:
+    """Raise PredictionLogError unless the log's database answers a query on a fresh connection."""
+    try:
+        with engine.connect() as connection:
+            connection.exec_driver_sql("SELECT 1")
+    except sa.exc.SQLAlchemyError as exc:
+        raise PredictionLogError(f"prediction log database: {first_line(exc)}") from exc
 
 
 def locked(exc: BaseException) -> bool:

@@ -64,7 +64,7 @@ class Writer(threading.Thread):
         batch = self.batches.get()
         if batch is None:
             return [], [], True
-        rows, waiters = batch.rows, batch.waiters
+        rows, waiters = batch.rows, list(batch.waiters)  # the batch's own list stays its own (`expire`)
         while len(rows) < MAX_COMMIT_ROWS:
             try:
                 batch = self.batches.get_nowait()

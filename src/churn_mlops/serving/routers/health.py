@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, Response
 
 from churn_mlops.serving.deps import MetricsDep
+from churn_mlops.serving.readiness import Readiness
 
 router = APIRouter()
 
@@ -18,12 +19,20 @@ async def live() -> dict[str, str]:
 
 @router.get("/health/ready")
 async def ready(request: Request) -> JSONResponse:
-    """Ready only when a verified model is loaded."""
-    services = getattr(request.app.state, "services", None)  # absent until the lifespan starts
-    version = services.holder.version_or_none() if services is not None else None
-    if version is None:
-        return JSONResponse({"status": "not ready", "detail": "no verified model loaded"}, status_code=503)
+    """Ready only when a verified model is loaded and every dependency of /predict answers."""
+    readiness: Readiness | None = getattr(request.app.state, "readiness", None)  # set by the lifespan
+    if readiness is None:
+        return _not_ready(["the server is starting"])
+    version = readiness.services.holder.version_or_none()
+    problems = [] if version is not None else ["no verified model loaded"]
+    problems += [f"{role} unavailable" for role in await readiness.unavailable()]
+    if problems:
+        return _not_ready(problems)
     return JSONResponse({"status": "ready", "model_version": version})
+
+
+def _not_ready(problems: list[str]) -> JSONResponse:
+    return JSONResponse({"status": "not ready", "detail": "; ".join(problems)}, status_code=503)
 
 
 @router.get("/metrics", include_in_schema=False)

@@ -7,7 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import orjson
-from fastapi import HTTPException, Request
+from fastapi import Request
 from fastapi.responses import Response
 from pydantic import BaseModel, TypeAdapter
 
@@ -17,18 +17,18 @@ from churn_mlops.serving.deps import (
     PredictKey,
     authorize,
     current_model,
-    get_app_settings,
     get_metrics,
     get_services,
     get_spec,
 )
 from churn_mlops.serving.direct import DirectRoute, Solver, parse_body, query_flag
 from churn_mlops.serving.keys import ApiKey
-from churn_mlops.serving.schemas import BatchPublic, PredictionPublic
+from churn_mlops.serving.schemas import BatchPublic, PredictionPublic, batch_of
 
 
-def routes(customer: type[BaseModel]) -> list[DirectRoute]:
+def routes(customer: type[BaseModel], max_batch: int) -> list[DirectRoute]:
     """The prediction routes for the spec's request model, for the router and `DirectDispatch`."""
+    batch = batch_of(customer, max_batch)
 
     async def predict(
         body: customer,  # type: ignore[valid-type]
@@ -40,19 +40,16 @@ def routes(customer: type[BaseModel]) -> list[DirectRoute]:
         return _json((await _score(request, key, [body], explain))[0])
 
     async def predict_batch(
-        body: list[customer],  # type: ignore[valid-type]
+        body: batch,  # type: ignore[valid-type]
         request: Request,
         key: PredictKey,
         explain: Explain = False,
     ) -> Response:
-        """Score up to the configured number of customers in one call."""
-        limit = get_app_settings(request).serving.max_batch
-        if not body or len(body) > limit:
-            raise HTTPException(422, f"a batch holds 1 to {limit} customers, not {len(body)}")
+        """Score 1 to `serving.max_batch` customers in one call."""
         found = await _score(request, key, body, explain)
         return _json(answers.batch(found, request.state.request_id))
 
-    batch_body: TypeAdapter[Any] = TypeAdapter(list[customer])  # type: ignore[valid-type]
+    batch_body: TypeAdapter[Any] = TypeAdapter(batch)
     return [
         DirectRoute(
             "/predict",
