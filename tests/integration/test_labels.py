@@ -215,3 +215,23 @@ def test_an_unreachable_store_is_a_one_line_error(churn_home: Path, monkeypatch:
             "error: monitoring store at postgresql+psycopg://nobody@127.0.0.1:9/none"
         )
         assert result.output.count("\n") == 1
+
+
+def test_a_malformed_label_record_is_quarantined_with_its_line_and_the_rest_stored(
+    tmp_path: Path, churn_home: Path
+) -> None:
+    source = tmp_path / "outcomes.csv"
+    source.write_bytes(
+        b"customer_id,churned,observed_at\n"
+        b"a,yes,2026-11-05\n"
+        b"b,no,2026-11-05,extra\n"
+        b"c\xff,no,2026-11-05\n"
+        b"d,yes,2026-11-05\n"
+    )
+    result = CliRunner().invoke(app, ["labels", "ingest", "--source", str(source), "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert (summary["rows_in"], summary["added"], summary["quarantined"]) == (4, 2, 2)
+    quarantined = pl.read_parquet(summary["quarantine_path"]).sort("_row")
+    assert quarantined.get_column("_reasons").str.slice(0, 7).to_list() == ["line 3:", "line 4:"]
+    assert "_malformed" not in quarantined.columns

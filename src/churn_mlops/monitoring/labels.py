@@ -14,6 +14,7 @@ from typing import Any
 
 import polars as pl
 
+from churn_mlops.data.csv_recovery import MALFORMED
 from churn_mlops.data.sources import Source, iter_source
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.errors import DataValidationError
@@ -38,7 +39,7 @@ def ingest_labels(source: Source, spec: DatasetSpec, settings: Settings) -> dict
     try:
         with store.errors():
             first_row = 1
-            for raw in iter_source(source, BATCH_ROWS):
+            for raw in iter_source(source, BATCH_ROWS, recover=True):
                 good, quarantined = parse_labels(raw, spec, now, first_row=first_row)
                 added, known = store.outcomes.add_labels(good, source.describe()) if good.height else (0, 0)
                 totals["unknown_customers"] += store.outcomes.unknown_customers(
@@ -76,23 +77,36 @@ def parse_labels(
         _observed=_timestamps(raw.schema[time_column], time_column),
     )
     raw_outcome = pl.col(churn_column).cast(pl.String).fill_null("missing")
-    reasons = pl.concat_list(
-        pl.when(pl.col("_customer_id").fill_null("") == "").then(pl.lit("customer id is missing")),
-        pl.when(pl.col("_churned").is_null()).then(
-            pl.format("{} is not an outcome (yes/no, true/false, 1/0)", raw_outcome)
-        ),
-        pl.when(pl.col("_observed").is_null()).then(
-            pl.format("{} is not a time", pl.col(time_column).cast(pl.String).fill_null("missing"))
-        ),
-        pl.when(pl.col("_observed") > now + timedelta(days=1)).then(pl.lit("observed_at is in the future")),
-    ).list.drop_nulls()
+    # A record the reader could not parse has that one reason (its fields are not to be trusted).
+    unreadable = pl.col(MALFORMED) if MALFORMED in raw.columns else pl.lit(None, pl.String)
+    reasons = (
+        pl.when(unreadable.is_not_null())
+        .then(pl.concat_list(unreadable))
+        .otherwise(
+            pl.concat_list(
+                pl.when(pl.col("_customer_id").fill_null("") == "").then(pl.lit("customer id is missing")),
+                pl.when(pl.col("_churned").is_null()).then(
+                    pl.format("{} is not an outcome (yes/no, true/false, 1/0)", raw_outcome)
+                ),
+                pl.when(pl.col("_observed").is_null()).then(
+                    pl.format("{} is not a time", pl.col(time_column).cast(pl.String).fill_null("missing"))
+                ),
+                pl.when(pl.col("_observed") > now + timedelta(days=1)).then(
+                    pl.lit("observed_at is in the future")
+                ),
+            )
+        )
+        .list.drop_nulls()
+    )
     checked = parsed.with_columns(_reasons=reasons)
     valid = checked.filter(pl.col("_reasons").list.len() == 0).select(
         customer_id="_customer_id", churned="_churned", observed_ms=pl.col("_observed").dt.epoch("ms")
     )
     quarantined = checked.filter(pl.col("_reasons").list.len() > 0)
     quarantined = quarantined.select(
-        "_row", *(pl.col(c).cast(pl.String) for c in raw.columns), _reasons=pl.col("_reasons").list.join("; ")
+        "_row",
+        *(pl.col(c).cast(pl.String) for c in raw.columns if c != MALFORMED),
+        _reasons=pl.col("_reasons").list.join("; "),
     )
     return valid, quarantined
 
