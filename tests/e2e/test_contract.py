@@ -3,12 +3,9 @@ that name the failing service, never where it runs."""
 
 from __future__ import annotations
 
-import os
 import re
-import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,12 +15,12 @@ import pytest
 
 from churn_mlops.serving.keys import KeyStore
 from churn_mlops.settings import Settings
-from tests.faults import free_port, redis_server
+from tests.e2e.servers import server
+from tests.faults import redis_server
 from tests.integration.serving_fixtures import TrainedHome, make_trained_home
 
 pytestmark = pytest.mark.slow
 CASES_PER_OPERATION = 400  # four operations: well over 1,000 generated cases in all
-HIGH_LIMITS = {"CHURN_SERVING__RATE_PER_SECOND": "100000", "CHURN_SERVING__BURST": "100000"}
 
 
 @pytest.fixture(scope="module")
@@ -40,40 +37,9 @@ def both_scopes(home: TrainedHome) -> str:
 
 @contextmanager
 def serving(home: TrainedHome, probe: str = "/health/ready", **env: str) -> Iterator[str]:
-    """A `churn serve` process on a free port whose `probe` answers 200; killed afterwards."""
-    port = free_port()
-    log = home.home / f"contract-{port}.log"
-    command = [sys.executable, "-m", "churn_mlops", "serve", "--port", str(port)]
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command,
-            env=home.environment(**HIGH_LIMITS, **env),
-            stdout=output,
-            stderr=output,
-            start_new_session=True,
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait(url + probe, process, log)
+    """A `churn serve` process whose `probe` answers 200; killed afterwards."""
+    with server(home, probe=probe, **env) as (url, _):
         yield url
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
-def _wait(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError(f"{url} did not answer 200 within {timeout} s")
 
 
 def test_the_server_keeps_its_openapi_contract(home: TrainedHome, both_scopes: str, tmp_path: Path) -> None:

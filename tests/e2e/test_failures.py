@@ -17,7 +17,7 @@ import pytest
 import sqlalchemy as sa
 
 from churn_mlops.serving.keys import KeyStore
-from tests.e2e.test_server_process import server
+from tests.e2e.servers import server
 from tests.faults import FreezableProxy, HungServer, free_port, redis_server
 from tests.integration.serving_fixtures import TrainedHome, make_trained_home
 

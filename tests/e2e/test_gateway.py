@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.e2e.test_server_process import server
+from tests.e2e.servers import server
 from tests.integration.serving_fixtures import TrainedHome, make_trained_home
 
 pytestmark = pytest.mark.slow

@@ -5,14 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -25,51 +22,12 @@ from churn_mlops.pipeline.promotion import promote
 from churn_mlops.serving.keys import KeyStore
 from churn_mlops.settings import Settings
 from tests.conftest import require_service
+from tests.e2e.servers import server, wait_until_ok
+from tests.faults import free_port
 from tests.integration.serving_fixtures import TrainedHome, make_trained_home
 
 pytestmark = pytest.mark.slow
 REDIS_URL = os.environ.get("CHURN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def server(home: TrainedHome, workers: int = 1, **env: str) -> Iterator[tuple[str, subprocess.Popen[bytes]]]:
-    """A `churn serve` process on a free port, ready to answer; killed afterwards."""
-    port = _free_port()
-    command = [sys.executable, "-m", "churn_mlops", "serve", "--port", str(port), "--workers", str(workers)]
-    log = home.home / f"server-{port}.log"
-    env = {"CHURN_SERVING__RATE_PER_SECOND": "100000", "CHURN_SERVING__BURST": "100000", **env}
-    with log.open("wb") as output:
-        process = subprocess.Popen(
-            command, env=home.environment(**env), stdout=output, stderr=output, start_new_session=True
-        )
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_ready(url, process, log)
-        yield url, process
-    finally:
-        if process.poll() is None:
-            os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=30)
-
-
-def _wait_ready(url: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 120.0) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if process.poll() is not None:
-            raise AssertionError(f"server exited: {log.read_text()[-2000:]}")
-        try:
-            if httpx.get(f"{url}/health/ready", timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.3)
-    raise AssertionError("server did not become ready")
 
 
 class Hammer:
@@ -209,7 +167,7 @@ def test_two_workers_share_the_rate_limit_through_redis(tmp_path: Path) -> None:
 
 
 def test_the_main_job_ends_with_a_server_answering_the_seed_request(tmp_path: Path) -> None:
-    port = _free_port()
+    port = free_port()
     log = tmp_path / "main-job.log"
     env = {**os.environ, "CHURN_HOME": str(tmp_path / "churn-home")}
     with log.open("wb") as output:
@@ -221,7 +179,7 @@ def test_the_main_job_ends_with_a_server_answering_the_seed_request(tmp_path: Pa
             start_new_session=True,
         )
     try:
-        _wait_ready(f"http://127.0.0.1:{port}", process, log, timeout=300)
+        wait_until_ok(f"http://127.0.0.1:{port}/health/ready", process, log, timeout=300)
         printed = log.read_text()
         key = printed.split("API key (scopes predict, admin; shown once): ")[1].split()[0]
         body = printed.split("-d '")[1].split("'")[0]
