@@ -80,7 +80,7 @@ def _session_conf(master: str) -> dict[str, str]:
 
 @contextmanager
 def _worker_python(master: str) -> Iterator[None]:
-    """Have a local session's Python workers run this interpreter, unless PYSPARK_PYTHON is set.
+    """Have the Python workers of a local Spark session run this interpreter, unless PYSPARK_PYTHON is set.
 
     PySpark takes the workers' interpreter from PYSPARK_PYTHON when the context starts (else
     `python3` from PATH, which may lack churn_mlops), not from the `spark.pyspark.python` setting.
