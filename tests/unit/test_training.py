@@ -146,3 +146,12 @@ def test_the_single_row_api_refuses_a_row_of_the_wrong_width(tmp_path: Path, dat
         booster.raw_score([1.0, 2.0, 3.0])
     booster.close()
     booster.close()  # closing twice is harmless
+
+
+def test_the_risk_band_is_the_same_for_one_customer_and_a_batch() -> None:
+    from churn_mlops.models.artifacts import risk_band, risk_bands
+
+    probabilities = np.array([0.0, 0.199, 0.2, 0.3, 0.399, 0.4, 0.9, 1.0])
+    expected = ["low", "low", "medium", "medium", "medium", "high", "high", "high"]
+    assert [risk_band(float(p), 0.4) for p in probabilities] == expected
+    assert risk_bands(probabilities, 0.4).tolist() == expected

@@ -15,7 +15,7 @@ import polars as pl
 from churn_mlops.data.normalize import ROW
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.data.validation import validate
-from churn_mlops.models.artifacts import Predictor
+from churn_mlops.models.artifacts import Predictor, risk_bands
 from churn_mlops.monitoring.profile import Profile, Slices, build_profile
 from churn_mlops.monitoring.reference import Reference
 
@@ -86,9 +86,7 @@ def score_valid(valid: pl.DataFrame, context: ScoringContext) -> pl.DataFrame:
             "customer_id": valid.get_column(context.spec.id.name),
             "churn_probability": probabilities,
             "prediction": decisions.astype(np.int8),
-            "risk": np.where(
-                probabilities >= threshold, "high", np.where(probabilities >= threshold / 2, "medium", "low")
-            ),
+            "risk": risk_bands(probabilities, threshold),
             "model_version": pl.repeat(context.model_version, valid.height, eager=True),
             "scored_at": pl.repeat(context.scored_at, valid.height, eager=True),
             "run_date": pl.repeat(context.run_date, valid.height, eager=True),

@@ -101,6 +101,13 @@ def risk_band(probability: float, threshold: float) -> str:
     return "high" if probability >= threshold else "medium" if probability >= threshold / 2 else "low"
 
 
+def risk_bands(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """`risk_band` of every probability at once, for a batch."""
+    return np.where(
+        probabilities >= threshold, "high", np.where(probabilities >= threshold / 2, "medium", "low")
+    )
+
+
 def write_artifacts(
     directory: Path,
     *,

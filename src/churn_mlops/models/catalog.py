@@ -184,10 +184,6 @@ class SqlCatalog:
         verify_listing(info, files.get(CHECKSUMS_FILE, b""), str(folder / CHECKSUMS_FILE))
         return info, predictor_from_files(files, where=folder)
 
-    def close(self) -> None:
-        """Close the tracking store's connections."""
-        self.engine.dispose()
-
     def _client_catalog(self) -> Catalog:
         if self._fallback is None:
             from churn_mlops.models.registry import Registry
