@@ -4,7 +4,7 @@ SHELL := /bin/bash
 UV := $(shell command -v uv 2>/dev/null || echo "$(HOME)/.local/bin/uv")
 ARGS ?=
 
-.PHONY: run test lint typecheck format bench sync
+.PHONY: run test lint typecheck format bench sync test-tools
 
 $(UV):
 	python3 -m pip install --quiet --user uv || python3 -m pip install --quiet uv
@@ -15,8 +15,11 @@ sync: | $(UV)
 run: sync
 	$(UV) run churn pipeline run --serve $(ARGS)
 
-test: sync lint typecheck
+test: sync test-tools lint typecheck
 	$(UV) run pytest $(ARGS)
+
+test-tools:
+	scripts/test-tools
 
 lint: sync
 	$(UV) run ruff check src tests bench
