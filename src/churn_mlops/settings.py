@@ -184,6 +184,16 @@ class MonitoringSettings(BaseModel):
         return rules
 
 
+class DashboardSettings(BaseModel):
+    """The web dashboard served at /dashboard: sign-in links and browser sessions."""
+
+    public_url: str | None = Field(
+        None, description="the server's address in sign-in links (default http://HOST:PORT)"
+    )
+    link_ttl_seconds: int = Field(300, ge=10, le=86_400, description="how long a sign-in link works")
+    session_hours: float = Field(12.0, gt=0, le=24 * 30, description="how long a browser stays signed in")
+
+
 class Settings(BaseSettings):
     """All settings of churn-mlops; every piece of state lives under `home`."""
 
@@ -196,6 +206,7 @@ class Settings(BaseSettings):
     serving: ServingSettings = ServingSettings()
     batch: BatchSettings = BatchSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
+    dashboard: DashboardSettings = DashboardSettings()
 
     @property
     def lake_dir(self) -> Path:

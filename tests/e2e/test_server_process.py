@@ -181,7 +181,7 @@ def test_the_main_job_ends_with_a_server_answering_the_seed_request(tmp_path: Pa
     try:
         wait_until_ok(f"http://127.0.0.1:{port}/health/ready", process, log, timeout=300)
         printed = log.read_text()
-        key = printed.split("API key (scopes predict, admin; shown once): ")[1].split()[0]
+        key = printed.split("API key (scopes predict, admin, view; shown once): ")[1].split()[0]
         body = printed.split("-d '")[1].split("'")[0]
         assert f"http://127.0.0.1:{port}/predict" in printed
         response = httpx.post(

@@ -190,3 +190,28 @@ def test_bad_inputs_are_clear_errors(
     resolved = [a.format(**files) if a.startswith("{") else a for a in args]
     resolved = [str(tmp_path / a) if a.startswith("s.") else a for a in resolved]
     assert message in _score(*resolved, code=code)["error"]
+
+
+def test_a_run_is_recorded_with_its_customers_most_at_risk_and_their_reasons(
+    home: TrainedHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from churn_mlops.monitoring.runs import latest_runs
+
+    monkeypatch.setenv("CHURN_BATCH__BATCH_ROWS", "400")  # the leaders are kept across many batches
+    get_settings.cache_clear()
+    customers = tmp_path / "customers.csv"
+    write_frames(generate(3000, seed=6, bad_fraction=0.02), Source(str(customers)))
+    summary = _score("--input", str(customers), "--output", str(tmp_path / "s.parquet"))
+    engine = sa.create_engine(get_settings().serving_database_url)
+    with engine.connect() as connection:
+        run = latest_runs(connection, "batch", limit=1)[0]
+    engine.dispose()
+    scores = pl.read_parquet(tmp_path / "s.parquet")
+    expected = scores.sort("revenue_at_risk", descending=True).head(50)
+    recorded = run["summary"]["at_risk"]
+    assert [c["customer_id"] for c in recorded] == expected.get_column("customer_id").to_list()
+    assert recorded[0]["revenue_at_risk"] == pytest.approx(expected.item(0, "revenue_at_risk"), abs=0.01)
+    assert all(len(c["reasons"]) == 3 for c in recorded)
+    assert (run["rows_in"], run["rows_quarantined"]) == (summary["rows_in"], summary["rows_quarantined"])
+    assert run["rows_quarantined"] > 0
+    assert sum(run["summary"]["quarantine_columns"].values()) <= run["rows_quarantined"]

@@ -55,7 +55,7 @@ def test_a_fresh_demo_key_replaces_the_last_one(churn_home: Path) -> None:
         assert store.authenticate(old) is None
         served = store.authenticate(new)
         assert served is not None
-        assert served.scopes == {"predict", "admin"}
+        assert served.scopes == {"predict", "admin", "view"}
         assert [k.revoked for k in store.list() if k.name == "demo"] == [True, False]
     finally:
         store.close()

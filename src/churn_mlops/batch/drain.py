@@ -8,6 +8,7 @@ failed it (its rows explain the failure); an interrupted run leaves none.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Generator, Iterable
 from pathlib import Path
 
@@ -35,7 +36,9 @@ def drain(
         for scored in iterator:
             writer.write(scored.scores)
             quarantine.write(scored.quarantine)
-            totals.add(scored.scores, scored.quarantine.height, scored.rows_in, scored.profile)
+            totals.add(
+                scored.scores, scored.quarantine.height, scored.rows_in, scored.profile, scored.leaders
+            )
         check_totals(totals, spec.max_quarantine_fraction)
         writer.commit()
     except BaseException as exc:
@@ -75,11 +78,14 @@ class QuarantineWriter:
         self._staged: Claim | None = None
         self._writer: pq.ParquetWriter | None = None
         self._kept = False
+        self.columns: Counter[str] = Counter()  # quarantined rows by the columns that failed
 
     def write(self, frame: pl.DataFrame) -> None:
         """Add quarantined rows."""
         if frame.height == 0:
             return
+        if "_columns" in frame.columns:
+            self.columns.update(dict(frame.get_column("_columns").value_counts().iter_rows()))
         table = frame.to_arrow()
         if self._writer is None:
             self._staged = claim_file(self._staging, prefix=f"{self.path.name}.")

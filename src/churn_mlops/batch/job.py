@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import dataclass
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -15,12 +16,15 @@ from churn_mlops.batch.scoring import ScoringContext
 from churn_mlops.batch.summary import RunTotals
 from churn_mlops.data.sources import Source
 from churn_mlops.data.spec import DatasetSpec
+from churn_mlops.monitoring.runs import BATCH, record_run
 from churn_mlops.settings import Settings
 
 if TYPE_CHECKING:
+    from churn_mlops.models.artifacts import Predictor
     from churn_mlops.models.registry import Registry
 
 logger = logging.getLogger(__name__)
+AT_RISK_ROWS = 50  # customers kept for the dashboard's at-risk panel
 
 Engine = Literal["local", "spark"]
 
@@ -61,8 +65,9 @@ def score_customers(
         settings.batch.value_column,
         reference,
         settings.training.slices,
+        leaders=AT_RISK_ROWS if request.engine == "local" else 0,  # Spark ships back scores only
     )
-    totals = RunTotals(top_k=request.top_k)
+    totals = RunTotals(top_k=request.top_k or (AT_RISK_ROWS if request.engine == "spark" else 0))
     stamp = scored_at.strftime("%Y%m%dT%H%M%SZ")
     quarantine = QuarantineWriter(settings.quarantine_dir / spec.name / f"batch-{run_date}-{stamp}.parquet")
     writer = open_writer(request.target, run_date)
@@ -76,7 +81,7 @@ def score_customers(
         raise
     top_path = _write_top(totals, request, settings, run_date)
     profiled = _store_profile(totals, settings, run_date, info.version)
-    return {
+    summary = {
         "engine": request.engine,
         "model_version": info.version,
         "run_date": run_date.isoformat(),
@@ -90,9 +95,39 @@ def score_customers(
         "revenue_at_risk": round(totals.revenue_at_risk, 2),
         "scores": totals.distribution(),
         "quarantine_path": str(quarantine.written) if quarantine.written else None,
+        "quarantine_columns": dict(quarantine.columns.most_common(5)),
         "top_path": str(top_path) if top_path else None,
         "monitoring": profiled,
     }
+    at_risk = _at_risk(totals, predictor, spec.id.name)
+    record_run(settings.serving_database_url, BATCH, spec.name, {**summary, "at_risk": at_risk})
+    return summary
+
+
+def _at_risk(totals: RunTotals, predictor: Predictor, id_column: str) -> list[dict[str, Any]]:
+    """The customers of most revenue at risk, with their three strongest reasons where known."""
+    if totals.leaders is not None and totals.leaders.height:
+        rows = totals.leaders
+        reasons = [[r["feature"] for r in top] for top in predictor.reasons(rows.to_dict(as_series=False), 3)]
+    elif totals.top is not None:
+        rows, id_column = totals.top.head(AT_RISK_ROWS), "customer_id"
+        reasons = [[] for _ in range(rows.height)]
+    else:
+        return []
+    return [
+        {
+            "customer_id": str(row[id_column]),
+            "churn_probability": round(float(row["churn_probability"]), 6),
+            "revenue_at_risk": _finite(row["revenue_at_risk"]),
+            "risk": row["risk"],
+            "reasons": why,
+        }
+        for row, why in zip(rows.iter_rows(named=True), reasons, strict=True)
+    ]
+
+
+def _finite(value: float | None) -> float | None:
+    return round(float(value), 2) if value is not None and math.isfinite(value) else None
 
 
 def _run_engine(
@@ -153,5 +188,5 @@ def _write_top(totals: RunTotals, request: BatchRequest, settings: Settings, run
         return None
     path = request.top_output or settings.home / "batch" / run_date.isoformat() / f"top_{request.top_k}.csv"
     path.parent.mkdir(parents=True, exist_ok=True)
-    totals.top.write_csv(path)
+    totals.top.head(request.top_k).write_csv(path)
     return path

@@ -44,6 +44,7 @@ class ScoringContext:
     value_column: str | None
     reference: Reference | None = None  # profile the scored rows against it, for monitoring
     slices: Slices | None = None  # and per slice
+    leaders: int = 0  # keep this many rows of most revenue at risk, features and all (for reasons)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class ScoredBatch:
     quarantine: pl.DataFrame
     rows_in: int
     profile: Profile | None = None
+    leaders: pl.DataFrame | None = None  # the batch's rows of most revenue at risk, with their features
 
 
 def score_batch(raw: pl.DataFrame, context: ScoringContext, *, first_row: int = 1) -> ScoredBatch:
@@ -68,7 +70,17 @@ def score_batch(raw: pl.DataFrame, context: ScoringContext, *, first_row: int = 
     if context.reference is not None:
         probabilities, decisions = scores.get_column("churn_probability"), scores.get_column("prediction")
         profile = build_profile(result.valid, probabilities, decisions, context.reference, context.slices)
-    return ScoredBatch(scores, quarantine, raw.height, profile)
+    leaders = _leaders(result.valid, scores, context.leaders)
+    return ScoredBatch(scores, quarantine, raw.height, profile, leaders)
+
+
+def _leaders(valid: pl.DataFrame, scores: pl.DataFrame, count: int) -> pl.DataFrame | None:
+    if not count or scores.height == 0:
+        return None
+    ranked = scores.select("churn_probability", "revenue_at_risk", "risk")
+    return pl.concat([valid, ranked], how="horizontal").top_k(
+        count, by=["revenue_at_risk", "churn_probability"]
+    )
 
 
 def _per_batch(spec: DatasetSpec) -> DatasetSpec:

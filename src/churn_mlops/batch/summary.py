@@ -26,13 +26,25 @@ class RunTotals:
     risk: dict[str, int] = field(default_factory=lambda: {"high": 0, "medium": 0, "low": 0})
     top: pl.DataFrame | None = None
     profile: Profile | None = None
+    leaders: pl.DataFrame | None = None  # rows of most revenue at risk with their features
 
     def add(
-        self, scores: pl.DataFrame, quarantined: int, rows_in: int, profile: Profile | None = None
+        self,
+        scores: pl.DataFrame,
+        quarantined: int,
+        rows_in: int,
+        profile: Profile | None = None,
+        leaders: pl.DataFrame | None = None,
     ) -> None:
         """Count one batch in."""
         if profile is not None:
             self.profile = profile if self.profile is None else self.profile + profile
+        if leaders is not None:
+            kept = 0 if self.leaders is None else self.leaders.height
+            merged = leaders if self.leaders is None else pl.concat([self.leaders, leaders], how="diagonal")
+            self.leaders = merged.top_k(
+                max(kept, leaders.height), by=["revenue_at_risk", "churn_probability"]
+            )
         self.rows_in += rows_in
         self.rows_scored += scores.height
         self.rows_quarantined += quarantined

@@ -76,16 +76,19 @@ def ingest_command(
     from churn_mlops.data import ingest as jobs
     from churn_mlops.data.lake import Lake
     from churn_mlops.data.sources import Source
+    from churn_mlops.monitoring.runs import record_ingest
 
     settings = get_settings()
+    origin = Source(source, table_name, query)
     with status(f"ingesting {source}"):
         result = jobs.ingest(
-            Source(source, table_name, query),
+            origin,
             dataset_spec_from(spec),
             lake=Lake(settings.lake_dir),
             quarantine_dir=settings.quarantine_dir,
             require_target=not unlabelled,
         )
+    record_ingest(settings, result, origin.describe())
     show_ingest(result, as_json)
 
 

@@ -100,12 +100,14 @@ class TerminalReporter:
 
 def _show_try_it(settings: Settings, spec: DatasetSpec, port: int, key: str) -> None:
     """The server's address, the demo key and a curl to paste."""
+    from churn_mlops.dashboard.links import sign_in_link
     from churn_mlops.serving.schemas import example_customer
 
     host = settings.serving.host
     body = shlex.quote(json.dumps(example_customer(spec)))
     typer.echo(f"\nModel server: http://{host}:{port}  (API docs: http://{host}:{port}/docs)")
-    typer.echo(f"API key (scopes predict, admin; shown once): {key}")
+    typer.echo(f"API key (scopes predict, admin, view; shown once): {key}")
+    typer.echo(f"Dashboard (a one-time sign-in link): {sign_in_link(settings, port=port)}")
     typer.echo("Try it:")
     typer.echo(
         f"  curl -s http://{host}:{port}/predict -H 'Content-Type: application/json' \\\n"

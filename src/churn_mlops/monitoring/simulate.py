@@ -4,13 +4,16 @@ Day i of `days` (counted from 0) is the calendar day `days - 1 - i` days before 
 one is today, up to now). Its customers come from the synthetic generator; the first
 `drift_from_day` days are as the model was trained, and the mix drifts from the next day on;
 the champion scores them with the same Predictor the server uses, and each prediction lands in
-the prediction log as the server would log it. The outcome the generator drew for a customer
-arrives as a label `label_delay_days` after the prediction, if that moment has already come.
+the prediction log as the server would log it, with a latency, and the day's requests (a few
+of them refused) in the served-traffic counts as the server would count them. The outcome the
+generator drew for a customer arrives as a label `label_delay_days` after the prediction, if
+that moment has already come.
 """
 
 from __future__ import annotations
 
 import uuid
+from collections import Counter
 from datetime import UTC, date, datetime, timedelta
 from typing import Any
 
@@ -24,6 +27,7 @@ from churn_mlops.models.artifacts import Predictor
 from churn_mlops.monitoring.job import Advance
 from churn_mlops.monitoring.store import MonitorStore
 from churn_mlops.serving.predlog import Insert, predictions_table
+from churn_mlops.serving.traffic import BUCKET_EDGES_MS, Key, add_counts, bucket_of
 from churn_mlops.settings import Settings
 
 KEY_NAME = "simulator"
@@ -59,8 +63,12 @@ def simulate(
                 shifted = drift if drift_from_day is not None and index >= drift_from_day else 0.0
                 frame = _customers(spec, per_day, seed * 100_000 + index, shifted)
                 at = _times(rng, now.date() - timedelta(days=days - 1 - index), frame.height, now)
-                logged = _log_rows(frame, at, predictor, info.version, spec, store.engine.dialect.name)
+                latency_ms = rng.lognormal(np.log(2.0), 0.45, frame.height)  # median 2 ms, p99 about 6 ms
+                logged = _log_rows(
+                    frame, at, latency_ms, predictor, info.version, spec, store.engine.dialect.name
+                )
                 _write_predictions(store, logged)
+                add_counts(store.engine, _served(at[0], latency_ms, rng).items())
                 outcomes = _labels(frame, at, spec, label_delay_days, now)
                 labels += store.outcomes.add_labels(outcomes, source="simulator")[0]
                 predictions += len(logged)
@@ -98,9 +106,22 @@ def _times(rng: np.random.Generator, day: date, rows: int, now: datetime) -> lis
     return [start + timedelta(seconds=float(s)) for s in offsets]
 
 
+def _served(day: datetime, latency_ms: np.ndarray, rng: np.random.Generator) -> Counter[Key]:
+    """The served-traffic counts of a simulated day: its answers, and a few refused requests."""
+    epoch_day = int(day.timestamp()) // 86_400
+    counts: Counter[Key] = Counter()
+    buckets = np.searchsorted(BUCKET_EDGES_MS, latency_ms, side="left")  # as bucket_of, for an array
+    for bucket, n in zip(*np.unique(buckets, return_counts=True), strict=True):
+        counts[(epoch_day, "/predict", 200, int(bucket))] += int(n)
+    for status, share in ((422, 0.004), (429, 0.002)):  # bad bodies, and a client over its limit
+        counts[(epoch_day, "/predict", status, bucket_of(0.5))] += int(rng.binomial(len(latency_ms), share))
+    return counts
+
+
 def _log_rows(
     frame: pl.DataFrame,
     at: list[datetime],
+    latency_ms: np.ndarray,
     predictor: Predictor,
     version: str,
     spec: DatasetSpec,
@@ -111,8 +132,17 @@ def _log_rows(
     request_columns = [spec.id.name, *(c.name for c in spec.features)]
     inputs = frame.select(pl.struct(request_columns).struct.json_encode()).to_series().to_list()
     return [
-        (uuid.uuid4().hex, _bind(when, dialect), KEY_NAME, version, body, float(p), int(d), 0.0)
-        for when, body, p, d in zip(at, inputs, probabilities, decisions, strict=True)
+        (
+            uuid.uuid4().hex,
+            _bind(when, dialect),
+            KEY_NAME,
+            version,
+            body,
+            float(p),
+            int(d),
+            round(float(ms), 3),
+        )
+        for when, body, p, d, ms in zip(at, inputs, probabilities, decisions, latency_ms, strict=True)
     ]
 
 

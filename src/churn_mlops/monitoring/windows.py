@@ -13,6 +13,7 @@ from typing import Any
 
 from churn_mlops.models.economics import BusinessCosts
 from churn_mlops.monitoring.drift import drift_report, quality_report
+from churn_mlops.monitoring.histograms import distributions
 from churn_mlops.monitoring.performance import ClassCounts, add_by_slice, expected_counts, metrics
 from churn_mlops.monitoring.profile import Profile, total
 from churn_mlops.monitoring.reference import Reference
@@ -95,6 +96,7 @@ def compute_window(
         "drift": drift_report(profile, reference, settings.monitoring.drift),
         "quality": quality_report(profile, reference),
         "performance": _performance(store, window, profile, reference, settings, now),
+        "distributions": distributions(profile, reference),
     }
     _save(store, result, now)
     return result

@@ -14,7 +14,7 @@ from churn_mlops.settings import Settings
 
 DEMO_ROWS = 7043
 DEMO_KEY_NAME = "demo"
-DEMO_KEY_SCOPES = ("predict", "admin")
+DEMO_KEY_SCOPES = ("predict", "admin", "view")
 
 
 @dataclass(frozen=True)
@@ -44,7 +44,7 @@ class DemoDatabase:
 
 
 def issue_demo_key(settings: Settings) -> str:
-    """A fresh API key named demo, scopes predict and admin, replacing the active one."""
+    """A fresh API key named demo, scopes predict, admin and view, replacing the active one."""
     store = KeyStore(settings.serving_database_url, cache_seconds=0)
     try:
         if any(k.name == DEMO_KEY_NAME and not k.revoked for k in store.list()):

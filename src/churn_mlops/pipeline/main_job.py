@@ -11,6 +11,7 @@ from churn_mlops.data.ingest import IngestResult, ingest
 from churn_mlops.data.lake import Lake
 from churn_mlops.data.sources import Source
 from churn_mlops.data.spec import DatasetSpec
+from churn_mlops.monitoring.runs import record_ingest
 from churn_mlops.pipeline.demo import DemoDatabase, issue_demo_key
 from churn_mlops.pipeline.training import train_and_register
 from churn_mlops.settings import Settings
@@ -84,6 +85,7 @@ def run_main_job(
     lake = Lake(settings.lake_dir)
     with report.stage(f"ingesting {origin.describe()}"):
         ingested = ingest(origin, spec, lake=lake, quarantine_dir=settings.quarantine_dir)
+    record_ingest(settings, ingested, origin.describe())
     assert ingested.version is not None
     report.ingested(ingested)
     with report.stage("training") as step:

@@ -1,7 +1,8 @@
 """The FastAPI model server: the composition root of the serving layer.
 
-`create_app` builds the routers from the dataset spec; the lifespan builds the services (key
-store, rate limiter, prediction log, model holder) and tears them down.
+`create_app` builds the routers from the dataset spec and mounts the dashboard; the lifespan
+builds the services (key store, rate limiter, prediction log, model holder, traffic counts) and
+tears them down.
 """
 
 import asyncio
@@ -13,6 +14,7 @@ import sqlalchemy as sa
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 
+from churn_mlops.dashboard import mount as mount_dashboard
 from churn_mlops.data.spec import DatasetSpec, load_spec
 from churn_mlops.errors import ChurnError
 from churn_mlops.models.catalog import catalog_for
@@ -31,6 +33,7 @@ from churn_mlops.serving.problems import add_error_handlers
 from churn_mlops.serving.ratelimit import make_rate_limiter
 from churn_mlops.serving.readiness import Readiness
 from churn_mlops.serving.schemas import customer_model
+from churn_mlops.serving.traffic import TrafficRecorder
 from churn_mlops.settings import Settings, get_settings
 from churn_mlops.sql import database_url, timeout_args
 
@@ -91,6 +94,9 @@ def create_app(
     spec = spec or load_spec(settings.data.spec)
     metrics = Metrics(key_names=settings.serving.metrics_key_names)
     in_flight = InFlight()
+    traffic = TrafficRecorder(
+        settings.serving_database_url, timeout=settings.serving.database_timeout_seconds
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -102,6 +108,7 @@ def create_app(
         await _initial_load(services.holder, metrics)
         poller = _start_polling(services.holder, metrics, settings.serving.reload_poll_seconds)
         monitoring = _monitoring_gauges(settings, metrics)
+        traffic.start()
         try:
             yield
         finally:
@@ -109,6 +116,8 @@ def create_app(
                 poller.cancel()
             metrics.extra.remove(monitoring)
             monitoring.engine.dispose()
+            await traffic.stop()
+            dashboard.close()
             await stop_services(services)
 
     app = FastAPI(
@@ -129,6 +138,7 @@ def create_app(
     app.router.routes[:0] = direct  # first, as the router tries routes in order
     for router in (routers.health.router, routers.model.router, routers.admin.router):
         app.include_router(router)
+    dashboard = mount_dashboard(app, settings)
     # Innermost first: the prediction routes are answered inside CORS and the gateway's middleware.
     app.add_middleware(DirectDispatch, routes=direct, errors=app.exception_handlers)
     if settings.serving.cors_origins:
@@ -143,6 +153,7 @@ def create_app(
         metrics=metrics,
         max_body_bytes=settings.serving.max_body_bytes,
         in_flight=in_flight,
+        traffic=traffic,
     )
     return app
 

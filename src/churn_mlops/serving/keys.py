@@ -33,7 +33,7 @@ from churn_mlops import migrations
 from churn_mlops.errors import ChurnError, ConfigError, NotFoundError
 from churn_mlops.sql import database_url, sqlite_file, timeout_args
 
-SCOPES = frozenset({"predict", "admin"})
+SCOPES = frozenset({"predict", "admin", "view"})  # view: the dashboard and its data
 KEY_PREFIX = "churn_"
 MAX_NAME_LENGTH = 100
 _MAX_KEY_LENGTH = 200

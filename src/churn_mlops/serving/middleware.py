@@ -18,6 +18,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from churn_mlops.serving.logs import FastInfo
 from churn_mlops.serving.metrics import Metrics
+from churn_mlops.serving.traffic import TrafficRecorder
 
 access = FastInfo(logging.getLogger("churn_mlops.serving.access"))
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
@@ -53,9 +54,11 @@ class GatewayMiddleware:
         max_body_bytes: int,
         in_flight: InFlight | None = None,
         discard_seconds: float = DISCARD_SECONDS,
+        traffic: TrafficRecorder | None = None,
     ) -> None:
         self.app = app
         self.metrics = metrics
+        self.traffic = traffic
         self.max_body_bytes = max_body_bytes
         self.in_flight = in_flight or InFlight()
         self.discard_seconds = discard_seconds
@@ -124,6 +127,8 @@ class GatewayMiddleware:
         route = scope.get("route")
         path = getattr(route, "path", None) or "unmatched"
         self.metrics.count_request(path, status, seconds)
+        if self.traffic is not None:
+            self.traffic.count(path, status, seconds)
         state: dict[str, Any] = scope.get("state", {})
         access(
             "request",
