@@ -26,6 +26,9 @@ out = Console()
 err = Console(stderr=True)
 
 
+JOBS_MODULES = frozenset({"matplotlib", "mlflow", "optuna", "pandera", "sklearn", "scipy"})  # the jobs extra
+
+
 class ChurnGroup(TyperGroup):
     """A command group that turns a ChurnError into one line on stderr and its exit code."""
 
@@ -36,6 +39,16 @@ class ChurnGroup(TyperGroup):
         except ChurnError as exc:
             err.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(exc.exit_code) from None
+        except ModuleNotFoundError as exc:
+            if (exc.name or "").split(".")[0] not in JOBS_MODULES:
+                raise
+            err.print(
+                f"[bold red]error:[/] this command needs {exc.name}, which the serving-only install leaves "
+                "out; install the jobs extra: uv sync --extra jobs (or pip install 'churn-mlops[jobs]')",
+                highlight=False,
+                soft_wrap=True,
+            )
+            raise typer.Exit(2) from None
 
 
 def print_json(document: object) -> None:
