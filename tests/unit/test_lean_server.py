@@ -58,7 +58,8 @@ def test_a_job_without_the_jobs_extra_says_how_to_install_it(tmp_path: Path) -> 
     blocked = ";".join(
         f"sys.modules[{m!r}] = None" for m in sorted(JOBS_MODULES)
     )  # import fails as if absent
-    probe = f"import sys; {blocked}; sys.argv = ['churn', 'registry', 'list']; from churn_mlops.cli import main; main()"
+    command = "sys.argv = ['churn', 'registry', 'list']; from churn_mlops.cli import main; main()"
+    probe = f"import sys; {blocked}; {command}"
     done = subprocess.run(
         [sys.executable, "-c", probe],
         env={**os.environ, "CHURN_HOME": str(tmp_path / "home")},
