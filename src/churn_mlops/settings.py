@@ -77,7 +77,9 @@ class ServingSettings(BaseModel):
     metrics_key_names: bool = Field(
         False, description="label /metrics with API key names rather than a hash of each name"
     )
-    reload_poll_seconds: float = Field(0.0, ge=0, description="poll the champion alias; 0 turns it off")
+    reload_poll_seconds: float = Field(
+        30.0, ge=0, description="poll the champion alias, so a promotion reaches every server; 0 turns it off"
+    )
     database_timeout_seconds: float = Field(
         5.0, gt=0, description="longest a serving database connect, statement or logged write may take"
     )
@@ -194,6 +196,30 @@ class DashboardSettings(BaseModel):
     session_hours: float = Field(12.0, gt=0, le=24 * 30, description="how long a browser stays signed in")
 
 
+class LoopSettings(BaseModel):
+    """The closed loop (`churn loop run`): when to retrain, and on what."""
+
+    drift_share: float = Field(
+        0.1, ge=0, le=1, description="retrain when the latest complete day drifted on this share of features"
+    )
+    auc_drop: float = Field(
+        0.05, ge=0, le=1, description="retrain when realised (else estimated) ROC AUC is this far below test"
+    )
+    max_model_age_days: float = Field(30.0, gt=0, description="retrain a champion older than this")
+    min_new_labels: int = Field(
+        1000, ge=1, description="retrain when this many outcomes arrived since the champion was trained"
+    )
+    source: str | None = Field(
+        None,
+        description="customers to join with the outcomes (path or SQL URL); default: the prediction log",
+    )
+    source_table: str | None = Field(None, description="the table to read, for a database source")
+    keep_training_data: bool = Field(
+        True, description="train on the champion's training rows too; a customer's newest row wins"
+    )
+    max_log_rows: int = Field(500_000, ge=1000, description="newest labelled predictions taken from the log")
+
+
 class Settings(BaseSettings):
     """All settings of churn-mlops; every piece of state lives under `home`."""
 
@@ -207,6 +233,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    loop: LoopSettings = LoopSettings()
 
     @property
     def lake_dir(self) -> Path:
@@ -232,6 +259,11 @@ class Settings(BaseSettings):
     def models_dir(self) -> Path:
         """Verified local copies of model versions."""
         return self.home / "models"
+
+    @property
+    def audit_log(self) -> Path:
+        """The audit trail: every gate decision, promotion, rollback and loop run, one JSON line each."""
+        return self.home / "registry" / "audit.jsonl"
 
     @property
     def demo_dir(self) -> Path:

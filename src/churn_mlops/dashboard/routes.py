@@ -64,9 +64,8 @@ class Dashboard:
     def panels(self, request: Request, days: int) -> dict[str, Any]:
         """Every panel's data for the last `days` days."""
         served = get_services(request).holder.current
-        audit = self.settings.home / "registry" / "audit.jsonl"
         snapshot = self.store.snapshot(days)
-        return panels.build(snapshot, model_panel(served, self.catalog, audit))
+        return panels.build(snapshot, model_panel(served, self.catalog, self.settings.audit_log))
 
 
 router = APIRouter(prefix="/dashboard", include_in_schema=False)

@@ -31,6 +31,12 @@ class MonitorStoreError(MonitoringError):
     """The monitoring store cannot be used: unreachable, or another run holds its lock."""
 
 
+class LockHeldError(MonitorStoreError):
+    """Another run (of monitoring, or of the loop) holds the lock; try again when it ends."""
+
+    exit_code = 9
+
+
 @dataclass(frozen=True)
 class StoredProfile:
     """A day's profile from one source (the prediction log, or a batch run) for one version."""
@@ -83,33 +89,32 @@ class MonitorStore:
         self.engine.dispose()
 
     @contextmanager
-    def lock(self, ttl: timedelta = timedelta(hours=1)) -> Iterator[None]:
-        """Hold the run lock (a row) for the block; a lock older than `ttl` is taken over."""
+    def lock(self, name: str = tables.LOCK, ttl: timedelta = timedelta(hours=1)) -> Iterator[None]:
+        """Hold a run lock (a row) for the block. A lock older than `ttl` is taken over, and so is
+        one whose holder was a process on this machine that no longer exists (a crashed run)."""
         holder = json.dumps({"host": socket.gethostname(), "pid": os.getpid(), "at": now_text()})
-        self._acquire(holder, ttl)
+        self._acquire(name, holder, ttl)
         try:
             yield
         finally:
             with self.engine.begin() as connection:
-                connection.execute(tables.state.delete().where(tables.state.c.name == tables.LOCK))
+                connection.execute(tables.state.delete().where(tables.state.c.name == name))
 
-    def _acquire(self, holder: str, ttl: timedelta) -> None:
+    def _acquire(self, name: str, holder: str, ttl: timedelta) -> None:
         stale = (datetime.now(UTC) - ttl).isoformat(timespec="milliseconds")
+        state = tables.state
         with self.engine.begin() as connection:
-            connection.execute(
-                tables.state.delete().where(
-                    tables.state.c.name == tables.LOCK, tables.state.c.updated_at < stale
-                )
-            )
+            connection.execute(state.delete().where(state.c.name == name, state.c.updated_at < stale))
+            current = connection.scalar(sa.select(state.c.value).where(state.c.name == name))
+            if current is not None and _holder_is_gone(current):
+                connection.execute(state.delete().where(state.c.name == name, state.c.value == current))
         try:
             with self.engine.begin() as connection:
-                connection.execute(
-                    tables.state.insert().values(name=tables.LOCK, value=holder, updated_at=now_text())
-                )
+                connection.execute(state.insert().values(name=name, value=holder, updated_at=now_text()))
         except sa.exc.IntegrityError as exc:
-            current = self.get_state(tables.LOCK)
-            raise MonitorStoreError(
-                f"another monitoring run holds the lock ({current}); try again when it ends"
+            what = "monitoring" if name == tables.LOCK else name.removeprefix("lock:")
+            raise LockHeldError(
+                f"another {what} run holds the lock ({self.get_state(name)}); try again when it ends"
             ) from exc
 
     def get_state(self, name: str) -> str | None:
@@ -224,6 +229,20 @@ class MonitorStore:
             query = query.where(a.c.state == state)
         with self.engine.connect() as connection:
             return [dict(r._mapping) for r in connection.execute(query)]
+
+
+def _holder_is_gone(holder: str) -> bool:
+    """Whether a lock's holder was a process on this machine that has since ended."""
+    try:
+        found = json.loads(holder)
+        if found.get("host") != socket.gethostname():
+            return False
+        os.kill(int(found["pid"]), 0)
+    except ProcessLookupError:
+        return True
+    except (ValueError, KeyError, TypeError, PermissionError):
+        return False
+    return False
 
 
 def _wait_for_locks(dbapi_connection: Any, _record: Any) -> None:

@@ -105,4 +105,4 @@ def _record(
 ) -> None:
     outcome = action or ("promoted" if decision.promote else "rejected")
     record = {"action": outcome, "by": actor, "reason": decision.reason, **decision.checks}
-    registry.record(version, record, settings.home / "registry" / "audit.jsonl")
+    registry.record(version, record, settings.audit_log)
