@@ -40,6 +40,12 @@ class TrainingSettings(BaseModel):
     early_stopping: int = Field(100, ge=5)
     num_threads: int = Field(2, ge=1)
     threshold_rule: Literal["f1", "value"] = "f1"
+    candidates: list[Literal["lightgbm", "logistic_regression"]] = Field(
+        ["lightgbm", "logistic_regression"], min_length=1, description="models fitted; the best is registered"
+    )
+    select_by: Literal["roc_auc", "pr_auc", "expected_value"] = Field(
+        "roc_auc", description="the validation figure that chooses among the candidates"
+    )
     offer_cost: float = Field(10.0, ge=0, description="cost of one retention offer")
     saved_value: float = Field(200.0, ge=0, description="value of a customer kept")
     success_rate: float = Field(0.3, ge=0, le=1, description="share of contacted churners kept")

@@ -16,7 +16,7 @@ from churn_mlops.data.spec import load_spec
 from churn_mlops.data.synthetic import generate
 from churn_mlops.pipeline.training import train_and_register
 from churn_mlops.serving.keys import KeyStore
-from churn_mlops.settings import Settings
+from churn_mlops.settings import Settings, TrainingSettings
 
 
 @dataclass(frozen=True)
@@ -33,9 +33,16 @@ class TrainedHome:
         return {**os.environ, "CHURN_HOME": str(self.home), **extra}
 
 
-def make_trained_home(root: Path, rows: int = 3000) -> TrainedHome:
-    """Ingest synthetic customers, train and register a champion, create one key per scope."""
-    settings = Settings(home=root / "churn-home")
+def make_trained_home(
+    root: Path, rows: int = 3000, candidates: tuple[str, ...] = ("lightgbm",)
+) -> TrainedHome:
+    """Ingest synthetic customers, train and register a champion, create one key per scope.
+
+    The champion is LightGBM unless `candidates` says otherwise: the serving paths that only a
+    tree model has (LightGBM's single-row API, SHAP contributions) are what most tests check.
+    """
+    training = TrainingSettings(candidates=list(candidates))  # type: ignore[arg-type]
+    settings = Settings(home=root / "churn-home", training=training)
     spec = load_spec()
     csv = root / "customers.csv"
     write_frames(generate(rows, seed=21), Source(str(csv)))

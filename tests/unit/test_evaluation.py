@@ -241,7 +241,8 @@ def _card_info(**overrides: object) -> ModelCardInfo:
 
 def test_model_card_states_sections_metrics_and_lineage() -> None:
     card = model_card(_card_info())
-    headings = ["Model details", "Intended use", "Data", "Metrics", "Threshold", "Slices", "Limitations"]
+    headings = ["Model details", "Intended use", "Data", "Candidates", "Metrics", "Threshold", "Slices"]
+    headings.append("Limitations")
     assert card.startswith("# Model card: churn-lightgbm\n")
     assert [line[3:] for line in card.splitlines() if line.startswith("## ")] == headings
     for text in ("0.8457", "0.8301", "+0.0156", "0.6543", "0.3125", "abc123def", "d1g3st", "train 4,930"):
@@ -251,6 +252,24 @@ def test_model_card_states_sections_metrics_and_lineage() -> None:
     assert "`num_leaves`: 31" in card
     assert "`learning_rate`: 1e-05" in card
     assert "not for" in card.lower() or "not meant for" in card.lower()
+
+
+def test_model_card_lists_every_candidate_and_marks_the_registered_one() -> None:
+    figures = {"roc_auc": 0.86, "pr_auc": 0.66, "expected_value": 13170.0}
+    candidates = [
+        {"kind": "lightgbm", "selected": False, "valid": figures, "test": {"roc_auc": 0.8681}},
+        {
+            "kind": "logistic_regression",
+            "selected": True,
+            "valid": figures | {"roc_auc": 0.87},
+            "test": {"roc_auc": 0.8691},
+        },
+    ]
+    card = model_card(_card_info(model_kind="logistic_regression", candidates=candidates))
+    assert "- Kind: logistic regression" in card
+    assert "| LightGBM | 0.8600 | 0.6600 | 13,170 | 0.8681 |  |" in card
+    assert "| logistic regression | 0.8700 | 0.6600 | 13,170 | 0.8691 | yes |" in card
+    assert "| Metric | Model | Other candidate (LightGBM) | Difference |" in card
 
 
 def test_model_card_marks_an_unregistered_model_and_missing_slices() -> None:

@@ -121,7 +121,7 @@ def test_missing_files_and_listings_are_refused(tmp_path: Path, data, spec: Data
     (directory / "checksums.json").write_text(
         json.dumps({k: v for k, v in listing.items() if k != "model.txt"})
     )
-    with pytest.raises(ChecksumError, match=r"model\.txt is not covered"):
+    with pytest.raises(ChecksumError, match=r"model\.txt or linear\.json\) is not covered"):
         load_predictor(directory)
     (directory / "checksums.json").unlink()
     with pytest.raises(ModelNotFoundError):

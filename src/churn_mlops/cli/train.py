@@ -67,12 +67,16 @@ def show_training(summary: dict[str, Any], as_json: bool) -> None:
     if as_json:
         print_json(summary)
         return
-    metrics, baseline = summary["metrics"], summary["baseline_metrics"]
+    metrics, other = summary["metrics"], summary["baseline_metrics"]
+    kinds = {"lightgbm": "LightGBM", "logistic_regression": "logistic regression"}
+    chosen = [kinds.get(c["kind"], c["kind"]) for c in summary.get("candidates", []) if c["selected"]]
+    runner_up = [kinds.get(c["kind"], c["kind"]) for c in summary.get("candidates", []) if not c["selected"]]
+    versus = f" ({runner_up[0]} {{:.4f}})" if runner_up and other else ""
     rows = [
-        ("model version", f"{summary['model']} v{summary['version']}"),
+        ("model version", f"{summary['model']} v{summary['version']}" + (f", {chosen[0]}" if chosen else "")),
         ("data version", summary["data_version"]),
-        ("test ROC AUC", f"{metrics['roc_auc']:.4f} (baseline {baseline['roc_auc']:.4f})"),
-        ("test PR AUC", f"{metrics['pr_auc']:.4f} (baseline {baseline['pr_auc']:.4f})"),
+        ("test ROC AUC", f"{metrics['roc_auc']:.4f}" + versus.format(other.get("roc_auc", 0.0))),
+        ("test PR AUC", f"{metrics['pr_auc']:.4f}" + versus.format(other.get("pr_auc", 0.0))),
         ("log loss / Brier", f"{metrics['log_loss']:.4f} / {metrics['brier']:.4f}"),
         ("threshold", f"{summary['threshold']:.4f}"),
         (

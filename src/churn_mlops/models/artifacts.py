@@ -1,7 +1,8 @@
 """Model artifacts on disk: write a self-describing version, and load it back only if intact.
 
-A version is a folder: the LightGBM text model, the fitted feature spec, `model.json`
-(calibration, threshold, lineage), metrics, the reference profile, the model card, plots and
+A version is a folder: the model (LightGBM's text model `model.txt`, or the logistic
+regression's numbers `linear.json`), the fitted feature spec, `model.json` (model kind,
+calibration, threshold, lineage), metrics, the reference profile, the model card, plots and
 `checksums.json` (sha256 of every other file). Nothing here is a pickle.
 """
 
@@ -14,7 +15,7 @@ import json
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -23,21 +24,44 @@ from churn_mlops.features import Columns, FeatureSpec, transform
 from churn_mlops.features.row import Record, RowTransform
 from churn_mlops.models.booster import Booster
 from churn_mlops.models.calibration import Calibration
+from churn_mlops.models.linear import LinearModel
 from churn_mlops.models.single_row import SingleRowBooster
 
 MODEL_FILE = "model.txt"
+LINEAR_FILE = "linear.json"
 FEATURES_FILE = "features.json"
 META_FILE = "model.json"
 CHECKSUMS_FILE = "checksums.json"
-REQUIRED = (MODEL_FILE, FEATURES_FILE, META_FILE)
+REQUIRED = (FEATURES_FILE, META_FILE)  # and the model's own file, by its kind
+MODEL_FILES = {"lightgbm": MODEL_FILE, "logistic_regression": LINEAR_FILE}  # model.json's model_kind
 FORMAT_VERSION = 1
+
+
+class Scorer(Protocol):
+    """What a Predictor needs of a model: raw scores and per-feature contributions of a matrix."""
+
+    def raw_score(self, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """Log-odds of the rows."""
+        ...
+
+    def contributions(self, matrix: np.ndarray, num_threads: int = 0) -> np.ndarray:
+        """Per-feature contributions, then the base value."""
+        ...
+
+
+class RowScorer(Protocol):
+    """The one-row path of a model."""
+
+    def raw_score(self, row: list[float]) -> float:
+        """Log-odds of one row."""
+        ...
 
 
 @dataclass(frozen=True)
 class Predictor:
     """A verified model version, ready to score raw canonical records."""
 
-    booster: Booster
+    booster: Scorer  # LightGBM's Booster, or the LinearModel
     features: FeatureSpec
     calibration: Calibration
     threshold: float
@@ -90,10 +114,18 @@ class Predictor:
             for row, columns in enumerate(order)
         ]
 
+    @property
+    def kind(self) -> str:
+        """The model's kind: lightgbm or logistic_regression."""
+        return "lightgbm" if isinstance(self.booster, Booster) else "logistic_regression"
+
     @functools.cached_property
-    def single_row(self) -> tuple[RowTransform, SingleRowBooster]:
+    def single_row(self) -> tuple[RowTransform, RowScorer]:
         """The one-record path, built on first use (touch it at load time to pay for it then)."""
-        return RowTransform(self.features), SingleRowBooster(self.booster, self.num_threads)
+        if isinstance(self.booster, Booster):
+            return RowTransform(self.features), SingleRowBooster(self.booster, self.num_threads)
+        assert isinstance(self.booster, LinearModel)
+        return RowTransform(self.features), _LinearRow(self.booster)
 
 
 def risk_band(probability: float, threshold: float) -> str:
@@ -108,6 +140,14 @@ def risk_bands(probabilities: np.ndarray, threshold: float) -> np.ndarray:
     )
 
 
+@dataclass(frozen=True)
+class _LinearRow:
+    model: LinearModel
+
+    def raw_score(self, row: list[float]) -> float:
+        return self.model.raw_score_one(row)
+
+
 def write_artifacts(
     directory: Path,
     *,
@@ -115,12 +155,17 @@ def write_artifacts(
     features: FeatureSpec,
     meta: dict[str, Any],
     documents: dict[str, str],
+    model_kind: str = "lightgbm",
 ) -> dict[str, str]:
-    """Write a version's files and their checksums; `documents` maps file names to text."""
+    """Write a version's files and their checksums; `documents` maps file names to text.
+
+    `model_text` is LightGBM's text model, or the LinearModel's JSON for a logistic regression.
+    """
     directory.mkdir(parents=True, exist_ok=True)
-    (directory / MODEL_FILE).write_text(model_text)
+    (directory / MODEL_FILES[model_kind]).write_text(model_text)
     (directory / FEATURES_FILE).write_text(features.to_json())
-    (directory / META_FILE).write_text(json.dumps({"format_version": FORMAT_VERSION, **meta}, indent=2))
+    meta = {"format_version": FORMAT_VERSION, "model_kind": model_kind, **meta}
+    (directory / META_FILE).write_text(json.dumps(meta, indent=2))
     for name, text in documents.items():
         (directory / name).parent.mkdir(parents=True, exist_ok=True)
         (directory / name).write_text(text)
@@ -145,8 +190,8 @@ def verify(directory: Path) -> dict[str, str]:
 
 def load_predictor(directory: Path) -> Predictor:
     """A Predictor from a version folder, after verifying every checksum."""
-    verify(directory)
-    return _predictor(directory, lambda name: (directory / name).read_text())
+    checksums = verify(directory)
+    return _predictor(directory, lambda name: (directory / name).read_text(), checksums)
 
 
 def _sha256_of_file(path: Path) -> str | None:
@@ -174,7 +219,7 @@ def predictor_from_files(files: Mapping[str, bytes], where: Path = Path("<model 
         return hashlib.sha256(files[name]).hexdigest() if name in files else None
 
     _check_listing(where, checksums, digest)
-    return _predictor(where, lambda name: files[name].decode())
+    return _predictor(where, lambda name: files[name].decode(), checksums)
 
 
 def _check_listing(where: Path, checksums: Mapping[str, str], digest: Callable[[str], str | None]) -> None:
@@ -182,6 +227,9 @@ def _check_listing(where: Path, checksums: Mapping[str, str], digest: Callable[[
     for name in REQUIRED:
         if name not in checksums:
             raise ChecksumError(f"{where}: {name} is not covered by {CHECKSUMS_FILE}")
+    if not any(name in checksums for name in MODEL_FILES.values()):
+        files = " or ".join(MODEL_FILES.values())
+        raise ChecksumError(f"{where}: the model file ({files}) is not covered by {CHECKSUMS_FILE}")
     for name, expected in checksums.items():
         actual = digest(name)
         if actual is None:
@@ -190,12 +238,19 @@ def _check_listing(where: Path, checksums: Mapping[str, str], digest: Callable[[
             raise ChecksumError(f"{where / name}: checksum mismatch (the artifact was changed or corrupted)")
 
 
-def _predictor(where: Path, text: Callable[[str], str]) -> Predictor:
+def _predictor(where: Path, text: Callable[[str], str], verified: Mapping[str, str]) -> Predictor:
     """Build a Predictor from verified files, given a reader of their text by name."""
     meta = json.loads(text(META_FILE))
     if meta.get("format_version") != FORMAT_VERSION:
         raise ChecksumError(f"{where}: artifact format {meta.get('format_version')} is not supported")
-    booster = Booster(text(MODEL_FILE))
+    kind = meta.get("model_kind", "lightgbm")
+    if kind not in MODEL_FILES:
+        raise ChecksumError(f"{where}: model kind {kind!r} is not supported")
+    if MODEL_FILES[kind] not in verified:
+        raise ChecksumError(f"{where}: {MODEL_FILES[kind]} is not covered by {CHECKSUMS_FILE}")
+    booster: Scorer = (
+        Booster(text(MODEL_FILE)) if kind == "lightgbm" else LinearModel.from_json(text(LINEAR_FILE))
+    )
     features = FeatureSpec.from_json(text(FEATURES_FILE))
     calibration = Calibration(**meta["calibration"])
     return Predictor(booster, features, calibration, float(meta["threshold"]), meta)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 _SLICE_COLUMNS = ("slice", "value", "n", "positive_rate", "roc_auc", "precision", "recall", "f1")
 _COUNT_METRICS = frozenset({"n"})
@@ -28,6 +29,12 @@ class ModelCardInfo:
     threshold_rule: str
     params: Mapping[str, object]
     created_at: str
+    model_kind: str = "lightgbm"
+    candidates: Sequence[Mapping[str, Any]] = ()
+    selected_by: str = "roc_auc"
+
+
+KINDS = {"lightgbm": "LightGBM", "logistic_regression": "logistic regression"}
 
 
 def model_card(info: ModelCardInfo) -> str:
@@ -37,7 +44,8 @@ def model_card(info: ModelCardInfo) -> str:
         _details(info),
         _INTENDED_USE,
         _data(info),
-        _metrics(info.metrics, info.baseline_metrics),
+        _candidates(info),
+        _metrics(info.metrics, info.baseline_metrics, _compared_with(info)),
         _threshold(info),
         _slices(info.slices),
         _LIMITATIONS,
@@ -70,9 +78,30 @@ def _details(info: ModelCardInfo) -> str:
             f"- Name: {info.model_name}",
             f"- Version: {info.version or 'not registered'}",
             f"- Created: {info.created_at}",
+            f"- Kind: {KINDS.get(info.model_kind, info.model_kind)}",
             "- Parameters:" + ("\n" + params if params else " none recorded"),
         ]
     )
+
+
+def _candidates(info: ModelCardInfo) -> str:
+    """Every candidate's validation and test figures, and which one was registered, and why."""
+    if not info.candidates:
+        return "## Candidates\n\nOne model was fitted."
+    lines = [
+        "## Candidates",
+        "",
+        f"Fitted on the same training rows; the best validation {info.selected_by} is registered.",
+        "",
+        "| candidate | valid ROC AUC | valid PR AUC | valid expected value | test ROC AUC | registered |",
+        "|---|---|---|---|---|---|",
+    ]
+    for candidate in info.candidates:
+        valid, test = candidate["valid"], candidate["test"]
+        name, chosen = KINDS.get(candidate["kind"], candidate["kind"]), "yes" if candidate["selected"] else ""
+        figures = f"{valid['roc_auc']:.4f} | {valid['pr_auc']:.4f} | {valid['expected_value']:,.0f}"
+        lines.append(f"| {name} | {figures} | {test['roc_auc']:.4f} | {chosen} |")
+    return "\n".join(lines)
 
 
 def _data(info: ModelCardInfo) -> str:
@@ -91,8 +120,16 @@ def _data(info: ModelCardInfo) -> str:
     )
 
 
-def _metrics(metrics: Mapping[str, float], baseline: Mapping[str, float]) -> str:
-    """Test metrics beside the logistic regression baseline, with the difference."""
+def _compared_with(info: ModelCardInfo) -> str:
+    """The other candidate the metrics table compares with (the baseline when only one was fitted)."""
+    others = [c["kind"] for c in info.candidates if not c["selected"]]
+    return (
+        f"Other candidate ({KINDS.get(others[0], others[0])})" if others else "Baseline (logistic regression)"
+    )
+
+
+def _metrics(metrics: Mapping[str, float], baseline: Mapping[str, float], compared: str) -> str:
+    """Test metrics beside the other candidate's (the logistic regression baseline), with the difference."""
     names = [*metrics, *(name for name in baseline if name not in metrics)]
     rows = [
         [
@@ -103,7 +140,7 @@ def _metrics(metrics: Mapping[str, float], baseline: Mapping[str, float]) -> str
         ]
         for name in names
     ]
-    header = ["Metric", "Model", "Baseline (logistic regression)", "Difference"]
+    header = ["Metric", "Model", compared, "Difference"]
     return "## Metrics\n\nOn the held-out test split.\n\n" + _table(header, rows)
 
 

@@ -14,6 +14,7 @@ from sklearn.linear_model import LogisticRegression
 
 from churn_mlops.errors import DataValidationError
 from churn_mlops.models.calibration import Calibration
+from churn_mlops.models.linear import LinearModel
 
 DEFAULT_PARAMS: dict[str, Any] = {  # small, regularised trees: churn tables are small and noisy
     "learning_rate": 0.02,
@@ -56,10 +57,61 @@ class TrainedModel:
     params: dict[str, Any]
     best_iteration: int
     history: dict[str, list[float]] = field(default_factory=dict)
+    kind = "lightgbm"
 
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         """Calibrated churn probabilities for a feature matrix."""
         return self.calibration.apply(np.asarray(self.booster.predict(matrix, raw_score=True)))
+
+    def model_text(self) -> str:
+        """The model as it is stored: LightGBM's text format."""
+        return str(self.booster.model_to_string())
+
+    def importance(self, matrix: np.ndarray) -> np.ndarray:
+        """Each feature's total gain in the trees (`matrix` is not needed for trees)."""
+        return np.asarray(self.booster.feature_importance(importance_type="gain"), dtype=np.float64)
+
+
+@dataclass
+class LinearCandidate:
+    """The logistic regression as a candidate: its numbers, and a calibration fitted like LightGBM's."""
+
+    linear: LinearModel
+    calibration: Calibration
+    params: dict[str, Any]
+    best_iteration: int = 0
+    history: dict[str, list[float]] = field(default_factory=dict)
+    kind = "logistic_regression"
+
+    def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
+        """Calibrated churn probabilities for a feature matrix."""
+        return self.calibration.apply(self.linear.raw_score(matrix))
+
+    def model_text(self) -> str:
+        """The model as it is stored: its numbers as JSON."""
+        return self.linear.to_json()
+
+    def importance(self, matrix: np.ndarray) -> np.ndarray:
+        """Each feature's mean absolute contribution to the log-odds over `matrix`'s rows."""
+        return np.asarray(np.abs(self.linear.contributions(matrix)[:, :-1]).mean(axis=0))
+
+
+Candidate = TrainedModel | LinearCandidate
+
+
+def train_linear(
+    x_train: np.ndarray,
+    y_train: np.ndarray,
+    x_valid: np.ndarray,
+    y_valid: np.ndarray,
+    categorical: tuple[int, ...],
+) -> LinearCandidate:
+    """The logistic-regression candidate, Platt-calibrated on the validation rows as LightGBM is."""
+    linear = train_baseline(x_train, y_train, categorical).to_linear(x_train.shape[1])
+    calibration = fit_calibration(linear.raw_score(x_valid), y_valid)
+    return LinearCandidate(
+        linear, calibration, {"C": 1.0, "max_iter": 2000, "encoding": "one-hot, standardised"}
+    )
 
 
 def stratified_split(labels: np.ndarray, *, valid: float, test: float, seed: int) -> Split:
@@ -155,6 +207,18 @@ class Baseline:
     def predict_proba(self, matrix: np.ndarray) -> np.ndarray:
         """Churn probabilities."""
         return np.asarray(self.model_.predict_proba(self._encode(matrix))[:, 1])
+
+    def to_linear(self, num_feature: int) -> LinearModel:
+        """The fitted model as plain numbers, for serving without a pickle."""
+        return LinearModel(
+            num_feature=num_feature,
+            numeric=tuple(self.numeric_),
+            mean=tuple(float(v) for v in self.mean_),
+            scale=tuple(float(v) for v in self.scale_),
+            levels=tuple((i, tuple(float(v) for v in levels)) for i, levels in self.levels_.items()),
+            coef=tuple(float(v) for v in self.model_.coef_[0]),
+            intercept=float(self.model_.intercept_[0]),
+        )
 
     def _encode(self, matrix: np.ndarray) -> np.ndarray:
         numeric = np.nan_to_num((matrix[:, self.numeric_] - self.mean_) / self.scale_)

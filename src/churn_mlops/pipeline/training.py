@@ -1,7 +1,8 @@
 """The training job: a lake version in, a registered, evaluated and gated model version out.
 
-split -> fit features -> (tune) -> LightGBM + baseline -> threshold on validation ->
-metrics, slices, plots, card and profile on test -> MLflow run -> registry version -> gate.
+split -> fit features -> (tune) -> candidates (LightGBM, logistic regression) -> the best on
+validation, with its threshold -> metrics, slices, plots, card and profile on test -> MLflow
+run -> registry version -> gate.
 """
 
 from __future__ import annotations
@@ -25,12 +26,13 @@ from churn_mlops.models.gate import Decision
 from churn_mlops.models.registry import Registry
 from churn_mlops.models.tracking import Tracker, git_commit
 from churn_mlops.models.training import (
+    Candidate,
     Split,
     TrainedModel,
     check_labels,
     stratified_split,
-    train_baseline,
     train_lightgbm,
+    train_linear,
 )
 from churn_mlops.models.tuning import tune_lightgbm
 from churn_mlops.pipeline.promotion import gate_new_version
@@ -67,6 +69,8 @@ class Evaluation:
     slices: list[dict[str, object]]
     test_probabilities: np.ndarray
     importance: dict[str, float] = field(default_factory=dict)
+    candidates: list[dict[str, Any]] = field(default_factory=list)  # each one's kind, figures, selected
+    selected_by: str = "roc_auc"
 
 
 @dataclass(frozen=True)
@@ -91,6 +95,15 @@ class TrainingOutcome:
             "threshold": self.evaluation.threshold,
             "metrics": self.evaluation.test,
             "baseline_metrics": self.evaluation.baseline,
+            "model_kind": self.version.tags.get("model_kind", "lightgbm"),
+            "candidates": [
+                {
+                    "kind": c["kind"],
+                    "selected": c["selected"],
+                    "valid_" + self.evaluation.selected_by: c["valid"][self.evaluation.selected_by],
+                }
+                for c in self.evaluation.candidates
+            ],
             "tracking_uri": self.tracking_uri,
             "promoted": self.decision.promote,
             "reason": self.decision.reason,
@@ -127,29 +140,69 @@ def fit(prepared: Prepared, config: TrainingSettings, params: dict[str, Any] | N
     )
 
 
-def evaluate(prepared: Prepared, model: TrainedModel, config: TrainingSettings) -> Evaluation:
-    """Choose the threshold on validation rows; measure model and baseline on test rows."""
+def fit_candidates(
+    prepared: Prepared, config: TrainingSettings, params: dict[str, Any] | None
+) -> list[Candidate]:
+    """Every configured candidate, fitted on the same training rows and calibrated on validation."""
+    fitted: list[Candidate] = []
+    for kind in config.candidates:
+        if kind == "lightgbm":
+            fitted.append(fit(prepared, config, params))
+        else:
+            categorical = prepared.features.categorical_indices
+            fitted.append(train_linear(*prepared.part("train"), *prepared.part("valid"), categorical))
+    return fitted
+
+
+def evaluate(
+    prepared: Prepared, candidates: list[Candidate], config: TrainingSettings
+) -> tuple[Candidate, Evaluation]:
+    """Score every candidate on validation rows, keep the best by `config.select_by`, measure on test.
+
+    Each candidate's threshold is chosen on validation by the threshold rule; the selection
+    never looks at the test rows, which stay for the chosen model's figures and the gate.
+    """
     costs = BusinessCosts(config.offer_cost, config.saved_value, config.success_rate)
     x_valid, y_valid = prepared.part("valid")
     x_test, y_test = prepared.part("test")
-    valid_probabilities = model.predict_proba(x_valid)
-    threshold = evaluation.choose_threshold(
-        y_valid, valid_probabilities, rule=config.threshold_rule, costs=costs
-    )
-    probabilities = model.predict_proba(x_test)
-    baseline = train_baseline(*prepared.part("train"), prepared.features.categorical_indices)
+    scored = []
+    for candidate in candidates:
+        valid_probabilities = candidate.predict_proba(x_valid)
+        threshold = evaluation.choose_threshold(
+            y_valid, valid_probabilities, rule=config.threshold_rule, costs=costs
+        )
+        valid = evaluation.binary_metrics(y_valid, valid_probabilities, threshold, costs=costs)
+        test = evaluation.binary_metrics(y_test, candidate.predict_proba(x_test), threshold, costs=costs)
+        scored.append((candidate, threshold, valid, test))
+    chosen, threshold, valid, test = max(
+        scored, key=lambda entry: entry[2][config.select_by]
+    )  # first wins ties
+    probabilities = chosen.predict_proba(x_test)
     test_frame = prepared.frame[prepared.split.test]
-    gains = model.booster.feature_importance(importance_type="gain")
-    return Evaluation(
+    others = [entry for entry in scored if entry[0] is not chosen]
+    compared = max(others, key=lambda entry: entry[2][config.select_by])[3] if others else {}
+    importance = chosen.importance(prepared.part("train")[0])
+    return chosen, Evaluation(
         threshold=threshold,
-        test=evaluation.binary_metrics(y_test, probabilities, threshold, costs=costs),
-        valid=evaluation.binary_metrics(y_valid, valid_probabilities, threshold, costs=costs),
-        baseline=evaluation.binary_metrics(y_test, baseline.predict_proba(x_test), threshold, costs=costs),
+        test=test,
+        valid=valid,
+        baseline=compared,  # the runner-up's test figures, beside the chosen model's
         slices=evaluation.slice_metrics(
             test_frame, y_test, probabilities, threshold, _slices(test_frame, config)
         ),
         test_probabilities=probabilities,
-        importance={n: float(g) for n, g in zip(prepared.features.feature_names, gains, strict=True)},
+        importance={n: float(g) for n, g in zip(prepared.features.feature_names, importance, strict=True)},
+        candidates=[
+            {
+                "kind": candidate.kind,
+                "selected": candidate is chosen,
+                "threshold": cut,
+                "valid": valid_metrics,
+                "test": test_metrics,
+            }
+            for candidate, cut, valid_metrics, test_metrics in scored
+        ],
+        selected_by=config.select_by,
     )
 
 
@@ -179,10 +232,10 @@ def train_and_register(
         step("splitting and fitting features")
         prepared = prepare(frame, spec, config)
         params = _tune(prepared, config, trials, tracker, run_id, step) if trials else None
-        step("training LightGBM")
-        model = fit(prepared, config, params)
-        step("evaluating on held-out rows")
-        result = evaluate(prepared, model, config)
+        step("training the candidates: " + ", ".join(config.candidates))
+        candidates = fit_candidates(prepared, config, params)
+        step("choosing on validation rows, measuring on test rows")
+        model, result = evaluate(prepared, candidates, config)
         step("tracking and registering")
         version = register_version(
             registry, tracker, run_id, Trained(prepared, model, result, lineage), spec, config

@@ -22,7 +22,7 @@ from churn_mlops.models.plots import save_plots
 from churn_mlops.models.profile import reference_profile
 from churn_mlops.models.registry import Registry
 from churn_mlops.models.tracking import Tracker
-from churn_mlops.models.training import TrainedModel
+from churn_mlops.models.training import Candidate
 from churn_mlops.settings import TrainingSettings
 
 if TYPE_CHECKING:
@@ -34,7 +34,7 @@ class Trained:
     """A fitted model with its data, evaluation and lineage: what a version is made of."""
 
     prepared: Prepared
-    model: TrainedModel
+    model: Candidate
     result: Evaluation
     lineage: dict[str, str]
 
@@ -54,15 +54,16 @@ def register_version(
         _write_version(directory, trained, spec, config, registry.model_name)
         tracker.log(
             run_id,
-            params=model.params | {"best_iteration": model.best_iteration},
+            params=model.params | {"best_iteration": model.best_iteration, "model_kind": model.kind},
             metrics=_flat(result),
-            tags=lineage,
+            tags=lineage | {"model_kind": model.kind, "selected_by": result.selected_by},
         )
         tracker.log_artifacts(run_id, directory, "model")
         tags = {
             **lineage,
             "metrics": json.dumps(_rounded(result.test)),
             "threshold": f"{result.threshold:.6f}",
+            "model_kind": model.kind,
         }
         return registry.register(run_id, directory, "model", tags)
 
@@ -93,15 +94,22 @@ def _write_version(
         threshold_rule=config.threshold_rule,
         params=model.params,
         created_at=created,
+        model_kind=model.kind,
+        candidates=result.candidates,
+        selected_by=result.selected_by,
     )
     metrics = {
         "test": result.test,
         "valid": result.valid,
         "baseline_test": result.baseline,
         "slices": result.slices,
-        "importance_gain": result.importance,
+        "importance": result.importance,
+        "model_kind": model.kind,
+        "selected_by": result.selected_by,
+        "candidates": result.candidates,
     }
     meta = {
+        "model_kind": model.kind,
         "calibration": vars(model.calibration),
         "threshold": result.threshold,
         "threshold_rule": config.threshold_rule,
@@ -114,7 +122,8 @@ def _write_version(
     }
     write_artifacts(
         directory,
-        model_text=model.booster.model_to_string(),
+        model_text=model.model_text(),
+        model_kind=model.kind,
         features=prepared.features,
         meta=meta,
         documents={
@@ -127,6 +136,8 @@ def _write_version(
 
 def _flat(result: Evaluation) -> dict[str, float]:
     parts = {"test": result.test, "valid": result.valid, "baseline_test": result.baseline}
+    for candidate in result.candidates:
+        parts[f"candidate_{candidate['kind']}_valid"] = candidate["valid"]
     flat = {f"{part}_{name}": value for part, metrics in parts.items() for name, value in metrics.items()}
     return flat | {"threshold": result.threshold}
 
