@@ -46,6 +46,9 @@ class TrainingSettings(BaseModel):
     select_by: Literal["roc_auc", "pr_auc", "expected_value"] = Field(
         "roc_auc", description="the validation figure that chooses among the candidates"
     )
+    cv_folds: int = Field(
+        5, ge=0, le=20, description="folds of the cross-validated ROC AUC in the card; 0 skips it"
+    )
     offer_cost: float = Field(10.0, ge=0, description="cost of one retention offer")
     saved_value: float = Field(200.0, ge=0, description="value of a customer kept")
     success_rate: float = Field(0.3, ge=0, le=1, description="share of contacted churners kept")

@@ -80,6 +80,12 @@ def test_when_churn_is_linear_the_logistic_regression_is_registered(
     assert "| LightGBM |" in card
     metrics = json.loads((folder / "metrics.json").read_text())
     assert {c["kind"] for c in metrics["candidates"]} == {"lightgbm", "logistic_regression"}
+    for candidate in metrics["candidates"]:  # cross-validated, so one lucky split shows as such
+        cv = candidate["cv"]
+        assert len(cv["roc_auc_folds"]) == cv["folds"] == 5
+        assert cv["roc_auc_low"] < cv["roc_auc_mean"] < cv["roc_auc_high"]
+        assert cv["roc_auc_mean"] == pytest.approx(np.mean(cv["roc_auc_folds"]))
+    assert "CV ROC AUC (95% CI)" in card
 
 
 def test_when_churn_is_an_interaction_lightgbm_is_registered(tmp_path: Path, spec: DatasetSpec) -> None:

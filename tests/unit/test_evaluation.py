@@ -267,8 +267,8 @@ def test_model_card_lists_every_candidate_and_marks_the_registered_one() -> None
     ]
     card = model_card(_card_info(model_kind="logistic_regression", candidates=candidates))
     assert "- Kind: logistic regression" in card
-    assert "| LightGBM | 0.8600 | 0.6600 | 13,170 | 0.8681 |  |" in card
-    assert "| logistic regression | 0.8700 | 0.6600 | 13,170 | 0.8691 | yes |" in card
+    assert "| LightGBM | 0.8600 | 0.6600 | 13,170 | 0.8681 | - |  |" in card
+    assert "| logistic regression | 0.8700 | 0.6600 | 13,170 | 0.8691 | - | yes |" in card
     assert "| Metric | Model | Other candidate (LightGBM) | Difference |" in card
 
 

@@ -155,3 +155,16 @@ def test_the_risk_band_is_the_same_for_one_customer_and_a_batch() -> None:
     expected = ["low", "low", "medium", "medium", "medium", "high", "high", "high"]
     assert [risk_band(float(p), 0.4) for p in probabilities] == expected
     assert risk_bands(probabilities, 0.4).tolist() == expected
+
+
+def test_cross_validation_folds_are_disjoint_stratified_and_cover_every_row() -> None:
+    from churn_mlops.pipeline.training import stratified_folds
+
+    labels = (np.random.default_rng(0).random(1003) < 0.27).astype(np.int64)
+    folds = stratified_folds(labels, 5, seed=1)
+    together = np.concatenate(folds)
+    assert sorted(together.tolist()) == list(range(1003))  # every row held out exactly once
+    assert max(len(f) for f in folds) - min(len(f) for f in folds) <= 2
+    for fold in folds:
+        assert abs(labels[fold].mean() - labels.mean()) < 0.01
+    assert [f.tolist() for f in stratified_folds(labels, 5, seed=1)] == [f.tolist() for f in folds]

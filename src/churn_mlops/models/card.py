@@ -93,15 +93,30 @@ def _candidates(info: ModelCardInfo) -> str:
         "",
         f"Fitted on the same training rows; the best validation {info.selected_by} is registered.",
         "",
-        "| candidate | valid ROC AUC | valid PR AUC | valid expected value | test ROC AUC | registered |",
-        "|---|---|---|---|---|---|",
+        "| candidate | valid ROC AUC | valid PR AUC | valid expected value | test ROC AUC "
+        "| CV ROC AUC (95% CI) | registered |",
+        "|---|---|---|---|---|---|---|",
     ]
     for candidate in info.candidates:
         valid, test = candidate["valid"], candidate["test"]
         name, chosen = KINDS.get(candidate["kind"], candidate["kind"]), "yes" if candidate["selected"] else ""
         figures = f"{valid['roc_auc']:.4f} | {valid['pr_auc']:.4f} | {valid['expected_value']:,.0f}"
-        lines.append(f"| {name} | {figures} | {test['roc_auc']:.4f} | {chosen} |")
+        lines.append(
+            f"| {name} | {figures} | {test['roc_auc']:.4f} | {_cv(candidate.get('cv'))} | {chosen} |"
+        )
+    folds = next((c["cv"]["folds"] for c in info.candidates if c.get("cv")), None)
+    if folds:
+        lines += [
+            "",
+            f"CV: stratified {folds}-fold ROC AUC over the training and validation rows (not the test rows).",
+        ]
     return "\n".join(lines)
+
+
+def _cv(found: Mapping[str, Any] | None) -> str:
+    if not found:
+        return "-"
+    return f"{found['roc_auc_mean']:.4f} ({found['roc_auc_low']:.4f} to {found['roc_auc_high']:.4f})"
 
 
 def _data(info: ModelCardInfo) -> str:
