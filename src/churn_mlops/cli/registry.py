@@ -74,7 +74,7 @@ def promote_command(
     """Make a version the champion by hand (recorded with your user name)."""
     from churn_mlops.pipeline.promotion import promote
 
-    decision = promote(open_registry(), reference, get_settings(), actor=_actor(), force=force)
+    decision = promote(open_registry(), reference, get_settings(), actor=actor(), force=force)
     _show(decision, as_json)
 
 
@@ -83,7 +83,7 @@ def rollback_command(as_json: JsonOption = False) -> None:
     """Make the previous champion the champion again."""
     from churn_mlops.pipeline.promotion import rollback
 
-    _show(rollback(open_registry(), get_settings(), actor=_actor()), as_json)
+    _show(rollback(open_registry(), get_settings(), actor=actor()), as_json)
 
 
 def _show(decision: Decision, as_json: bool) -> None:
@@ -95,7 +95,8 @@ def _show(decision: Decision, as_json: bool) -> None:
         typer.echo(f"{decision.reason}; champion is now v{document['champion']}")
 
 
-def _actor() -> str:
+def actor() -> str:
+    """Who runs this command, as the audit trail records people: user:NAME."""
     return f"user:{getpass.getuser()}"
 
 

@@ -32,6 +32,7 @@ from churn_mlops.serving.predlog import PredictionLog
 from churn_mlops.serving.problems import add_error_handlers
 from churn_mlops.serving.ratelimit import make_rate_limiter
 from churn_mlops.serving.readiness import Readiness
+from churn_mlops.serving.rollout import Rollouts
 from churn_mlops.serving.schemas import customer_model
 from churn_mlops.serving.traffic import TrafficRecorder
 from churn_mlops.settings import Settings, get_settings
@@ -59,6 +60,7 @@ def build_services(settings: Settings) -> Services:
         limiter=limiter,
         predlog=predlog,
         holder=ModelHolder(one_scoring_thread(catalog.load), catalog.resolve),
+        rollouts=Rollouts(url, catalog.load, timeout=timeout),
     )
 
 
@@ -68,6 +70,8 @@ async def start_services(settings: Settings, factory: ServicesFactory = build_se
     try:
         services.predlog.start()  # migrates the serving database
         await services.limiter.ping()
+        if services.rollouts is not None:
+            services.rollouts.start()
     except BaseException:
         await stop_services(services)
         raise
@@ -77,6 +81,8 @@ async def start_services(settings: Settings, factory: ServicesFactory = build_se
 async def stop_services(services: Services) -> None:
     """Commit what the log holds and release every connection."""
     try:
+        if services.rollouts is not None:
+            await services.rollouts.stop()
         services.predlog.close()
     finally:
         await services.limiter.close()

@@ -13,6 +13,7 @@ from churn_mlops.serving.metrics import Metrics
 from churn_mlops.serving.model import LoadedModel, ModelHolder
 from churn_mlops.serving.predlog import PredictionLog
 from churn_mlops.serving.ratelimit import RateLimiter
+from churn_mlops.serving.rollout import Rollouts
 from churn_mlops.settings import Settings
 
 
@@ -24,6 +25,7 @@ class Services:
     limiter: RateLimiter
     predlog: PredictionLog
     holder: ModelHolder
+    rollouts: Rollouts | None = None  # a shadow model, while a rollout runs
 
 
 def get_services(request: Request) -> Services:

@@ -93,6 +93,9 @@ async def _score(request: Request, key: ApiKey, customers: list[Any], explain: b
     found = answers.predictions(model, records, request.state.request_id, id_field=id_field, explain=explain)
     latency = (time.perf_counter() - started) * 1000
     await services.predlog.write(answers.log_records(found, records, key.name, latency, datetime.now(UTC)))
+    shadow = services.rollouts.shadow if services.rollouts is not None else None
+    if shadow is not None:  # after the champion's answer is logged; the shadow never delays it
+        shadow.offer(request.state.request_id, records, found)
     metrics = get_metrics(request)
     for answer in found:
         metrics.count_prediction(model.version, answer["churn_probability"], answer["prediction"])
