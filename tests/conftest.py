@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import sys
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,6 +27,20 @@ def require_service(name: str, reason: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(f"{message}; CI must provide it")
     pytest.skip(message)
+
+
+def require_tool(name: str, install: str, path: Path | str | None = None) -> str:
+    """A program the tests run: at `path` if given, else beside this Python (the project's
+    environment), else on PATH. Absent, the test skips saying how to install it; in CI it fails."""
+    if path is not None:
+        found = shutil.which(str(path))
+    else:
+        search = f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"
+        found = shutil.which(name, path=search)
+    if found is None:
+        require_service(name, f"missing; {install}")
+    assert found is not None
+    return found
 
 
 @pytest.fixture

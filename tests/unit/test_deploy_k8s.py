@@ -9,9 +9,7 @@ the real Settings model (every CHURN_* variable names a field and parses).
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -25,6 +23,7 @@ from typer.core import TyperGroup
 
 from churn_mlops.cli import app as cli_app
 from churn_mlops.settings import ServingSettings, Settings
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "infra" / "k8s"
@@ -42,14 +41,7 @@ Manifest = dict[str, Any]
 
 def _tool(name: str, package: str) -> str:
     """The tool from the project environment, else from PATH; absent, a skip (a failure in CI)."""
-    local = Path(sys.executable).parent / name
-    found = str(local) if local.exists() else shutil.which(name)
-    if found is None:
-        message = f"{name} not found (install the dev dependencies: uv sync, PyPI package {package})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI must provide it")
-        pytest.skip(message)
-    return found
+    return require_tool(name, f"install the dev dependencies: uv sync, PyPI package {package}")
 
 
 def _render(directory: str) -> str:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -19,6 +18,7 @@ from prometheus_client.registry import Collector
 
 from churn_mlops.monitoring.gauges import families
 from churn_mlops.serving.metrics import Metrics
+from tests.conftest import require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 INFRA = ROOT / "infra"
@@ -55,13 +55,7 @@ class StoredResults(Collector):
 @pytest.fixture(scope="module")
 def promtool() -> str:
     """The promtool binary; skipped where absent, a failure in CI."""
-    found = shutil.which("promtool")
-    if found is None:
-        message = "promtool is missing (run scripts/test-tools, which installs Debian's prometheus)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI must provide it")
-        pytest.skip(message)
-    return found
+    return require_tool("promtool", "run scripts/test-tools, which installs Debian's prometheus")
 
 
 @pytest.fixture(scope="module")

@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from churn_mlops.cli import app
 from churn_mlops.settings import Settings
 from tests.commands import churn
-from tests.conftest import TELCO_CSV
+from tests.conftest import TELCO_CSV, require_tool
 
 ROOT = Path(__file__).resolve().parents[2]
 WORKFLOWS = ROOT / ".github" / "workflows"
@@ -41,14 +41,8 @@ TAG = "v9.8.7"
 
 
 def tool(path: Path | str | None, name: str, install: str) -> str:
-    """A tool the checks run; skipped where absent, a failure in CI."""
-    found = shutil.which(str(path)) if path else None
-    if found is None:
-        message = f"{name} is missing ({install})"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{message}; CI must provide it")
-        pytest.skip(message)
-    return found
+    """A tool the checks run, at `path` (skipped where absent, a failure in CI)."""
+    return require_tool(name, install, path)
 
 
 def workflow_files() -> list[Path]:

@@ -1,4 +1,4 @@
-"""`churn rollout`: try a model on live traffic before it takes over (shadow mode)."""
+"""`churn rollout`: try a model on live traffic before it takes over (shadow or canary)."""
 
 from __future__ import annotations
 
@@ -11,31 +11,44 @@ from churn_mlops.cli.output import ChurnGroup, err, print_json, table
 from churn_mlops.cli.registry import actor
 from churn_mlops.settings import get_settings
 
-FIGURES = ("mean_probability", "decision_rate", "agreement", "mean_abs_difference")
-app = typer.Typer(cls=ChurnGroup, help="Rollouts: shadow a model on live traffic.", no_args_is_help=True)
+FIGURES = ("mean_probability", "decision_rate", "p99_ms", "agreement", "mean_abs_difference")
+app = typer.Typer(
+    cls=ChurnGroup,
+    help="Rollouts: shadow a model, or let it answer a share of customers.",
+    no_args_is_help=True,
+)
 
 
 @app.command("start")
 def start_command(
     mode: Annotated[
-        Literal["shadow"],
-        typer.Option("--mode", help="shadow: the champion answers; the model is scored beside it."),
+        Literal["shadow", "canary"],
+        typer.Option(
+            "--mode",
+            help="shadow: the champion answers, the model is scored beside it; "
+            "canary: the model answers --fraction of the customers (stable by customer id).",
+        ),
     ] = "shadow",
     model: Annotated[str, typer.Option("--model", help="Version or alias to try.")] = "challenger",
+    fraction: Annotated[
+        float, typer.Option("--fraction", min=0.0, max=1.0, help="The canary's share of customers.")
+    ] = 0.1,
     as_json: JsonOption = False,
 ) -> None:
     """Start a rollout; every server follows within seconds, with no restart."""
     from churn_mlops.pipeline.rollout import start_rollout
 
-    started = start_rollout(get_settings(), model=model, actor=actor())
+    started = start_rollout(get_settings(), mode=mode, model=model, fraction=fraction, actor=actor())
     if as_json:
         print_json(started)
         return
-    err.print(
-        f"shadowing champion v{started['champion_version']} with v{started['model_version']}: "
-        "the champion answers every request; `churn rollout status` compares them",
-        highlight=False,
+    tried, champion = f"v{started['model_version']}", f"v{started['champion_version']}"
+    what = (
+        f"shadowing champion {champion} with {tried}: the champion answers"
+        if mode == "shadow"
+        else f"{tried} answers {fraction:.0%} of customers, {champion} the rest"
     )
+    err.print(f"{what}; `churn rollout status` compares them", highlight=False)
 
 
 @app.command("status")
@@ -57,7 +70,7 @@ def status_command(as_json: JsonOption = False) -> None:
         highlight=False,
     )
     rows = [
-        [name, f"v{m['version']}", m["requests"], *(_round(m.get(k)) for k in FIGURES)]
+        [name, f"v{m['version']}", m["requests"], m.get("errors", "-"), *(_round(m.get(k)) for k in FIGURES)]
         for name, m in found["models"].items()
     ]
     columns = [
@@ -72,9 +85,21 @@ def status_command(as_json: JsonOption = False) -> None:
     table("Rollout", columns, rows)
 
 
+@app.command("promote")
+def promote_command(as_json: JsonOption = False) -> None:
+    """Make the rollout's model the champion (the gate's floors apply) and end the rollout."""
+    from churn_mlops.pipeline.rollout import promote_rollout
+
+    promoted = promote_rollout(get_settings(), actor=actor())
+    if as_json:
+        print_json(promoted)
+        return
+    err.print(f"v{promoted['model_version']} is the champion: {promoted['reason']}", highlight=False)
+
+
 @app.command("stop")
 def stop_command(as_json: JsonOption = False) -> None:
-    """End the rollout; the champion keeps all traffic."""
+    """End the rollout; all traffic goes back to the champion."""
     from churn_mlops.pipeline.rollout import stop_rollout
 
     stopped = stop_rollout(get_settings(), actor=actor())

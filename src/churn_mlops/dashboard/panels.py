@@ -21,7 +21,7 @@ def build(snapshot: Snapshot, model: dict[str, Any]) -> dict[str, Any]:
     windows = snapshot.windows
     return {
         "window": {"since": snapshot.since.isoformat(), "until": snapshot.until.isoformat()},
-        "model": model,
+        "model": model | {"rollout": snapshot.rollout} if "champion" in model else model,
         "traffic": traffic(snapshot),
         "scores": scores(windows),
         "drift": drift(windows),

@@ -19,6 +19,7 @@ import sqlalchemy as sa
 from churn_mlops.errors import ChurnError, first_line
 from churn_mlops.monitoring import tables
 from churn_mlops.monitoring.runs import latest_runs
+from churn_mlops.serving.rollout import rollouts
 from churn_mlops.serving.traffic import traffic
 from churn_mlops.sql import create_engine
 
@@ -39,6 +40,7 @@ class Snapshot:
     traffic: list[tuple[str, int, int, int]]  # (day, status, latency bucket, requests)
     runs: list[dict[str, Any]]
     last_monitor_run: str | None
+    rollout: dict[str, Any] | None = None  # the latest rollout, running or ended
 
 
 class DashboardStore:
@@ -68,6 +70,7 @@ class DashboardStore:
                 last_monitor_run=connection.scalar(
                     sa.select(tables.state.c.value).where(tables.state.c.name == tables.LAST_RUN)
                 ),
+                rollout=_rollout(connection),
             )
 
     def window(self, day: str, version: str) -> dict[str, Any] | None:
@@ -101,6 +104,12 @@ def _alerts(connection: sa.Connection, limit: int = 50) -> list[dict[str, Any]]:
     query = sa.select(*columns, a.c.value, a.c.threshold, a.c.message, a.c.fired_at, a.c.resolved_at)
     ordered = query.order_by((a.c.state == "firing").desc(), a.c.fired_at.desc()).limit(limit)
     return [dict(r._mapping) for r in connection.execute(ordered)]
+
+
+def _rollout(connection: sa.Connection) -> dict[str, Any] | None:
+    r = rollouts
+    row = connection.execute(sa.select(r).order_by(r.c.id.desc()).limit(1)).first()
+    return None if row is None else dict(row._mapping)
 
 
 def _volumes(connection: sa.Connection, first: str) -> list[tuple[str, str, int]]:

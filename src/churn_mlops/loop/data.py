@@ -16,6 +16,7 @@ from churn_mlops.data.sources import Source, read_source
 from churn_mlops.data.spec import DatasetSpec, Kind
 from churn_mlops.monitoring import tables
 from churn_mlops.monitoring.job import decode_inputs
+from churn_mlops.monitoring.outcomes import outcome_within
 from churn_mlops.monitoring.store import MonitorStore
 from churn_mlops.settings import Settings
 
@@ -46,14 +47,7 @@ def _from_log(store: MonitorStore, spec: DatasetSpec, settings: Settings) -> pl.
     query = (
         sa.select(p.c.inputs, lab.c.churned)
         .select_from(s)
-        .join(
-            lab,
-            sa.and_(
-                lab.c.customer_id == s.c.customer_id,
-                lab.c.observed_ms > s.c.at_ms,
-                lab.c.observed_ms <= s.c.at_ms + horizon_ms,
-            ),
-        )
+        .join(lab, outcome_within(horizon_ms))
         .join(p, p.c.id == s.c.prediction_id)
         .order_by(s.c.at_ms.desc(), lab.c.observed_ms)
         .limit(settings.loop.max_log_rows)

@@ -66,14 +66,7 @@ class Outcomes:
         rank = sa.func.row_number().over(partition_by=s.c.prediction_id, order_by=lab.c.observed_ms)
         joined = (
             sa.select(s.c.probability, s.c.prediction, lab.c.churned, s.c.slices, rank.label("rank"))
-            .join(
-                lab,
-                sa.and_(
-                    lab.c.customer_id == s.c.customer_id,
-                    lab.c.observed_ms > s.c.at_ms,
-                    lab.c.observed_ms <= s.c.at_ms + horizon_ms,
-                ),
-            )
+            .join(lab, outcome_within(horizon_ms))
             .where(s.c.model_version == version, s.c.at_ms >= start_ms, s.c.at_ms < end_ms)
             .subquery()
         )
@@ -127,3 +120,13 @@ def _existing_labels(connection: sa.Connection, frame: pl.DataFrame) -> pl.DataF
         )
         found += [(r[0], r[1]) for r in connection.execute(query)]
     return pl.DataFrame(found, schema={"customer_id": pl.String, "observed_ms": pl.Int64}, orient="row")
+
+
+def outcome_within(horizon_ms: int) -> sa.ColumnElement[bool]:
+    """The label join: a prediction at t meets its customer's outcomes observed in (t, t + horizon]."""
+    s, lab = tables.scores, tables.labels
+    return sa.and_(
+        lab.c.customer_id == s.c.customer_id,
+        lab.c.observed_ms > s.c.at_ms,
+        lab.c.observed_ms <= s.c.at_ms + horizon_ms,
+    )

@@ -8,18 +8,35 @@ from contextlib import contextmanager
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import sqlalchemy as sa
 
 from churn_mlops import migrations
 from churn_mlops.errors import ConfigError, NotFoundError
 from churn_mlops.models.catalog import CHAMPION, catalog_for
-from churn_mlops.serving.rollout import SHADOW, active_rollout, rollouts, shadow_predictions
+from churn_mlops.serving.predlog import predictions_table
+from churn_mlops.serving.rollout import (
+    CANARY,
+    SHADOW,
+    active_rollout,
+    rollout_counts,
+    rollouts,
+    shadow_predictions,
+)
+from churn_mlops.serving.traffic import traffic
 from churn_mlops.settings import Settings
 from churn_mlops.sql import create_engine
 
 
-def start_rollout(settings: Settings, *, model: str = "challenger", actor: str) -> dict[str, Any]:
-    """Start shadowing the champion with `model` (a version or alias); every server follows."""
+def start_rollout(
+    settings: Settings, *, mode: str = SHADOW, model: str = "challenger", fraction: float = 0.1, actor: str
+) -> dict[str, Any]:
+    """Start a shadow of, or a canary beside, the champion with `model` (a version or alias);
+    every server follows within seconds."""
+    if mode not in (SHADOW, CANARY):
+        raise ConfigError(f"--mode {mode!r}: choose shadow or canary")
+    if mode == CANARY and not 0 < fraction < 1:
+        raise ConfigError(f"--fraction {fraction}: a canary takes a share between 0 and 1 (e.g. 0.1)")
     catalog = catalog_for(settings)
     candidate, champion = catalog.resolve(model), catalog.resolve(CHAMPION)
     if candidate.version == champion.version:
@@ -30,74 +47,132 @@ def start_rollout(settings: Settings, *, model: str = "challenger", actor: str) 
             what = f"a {running.mode} of version {running.model_version}"
             raise ConfigError(f"{what} is running: `churn rollout stop` it first")
         row = {
-            "mode": SHADOW,
+            "mode": mode,
             "model_version": candidate.version,
             "champion_version": champion.version,
-            "fraction": 0.0,
+            "fraction": fraction if mode == CANARY else 0.0,
             "started_at": _now(),
             "started_by": actor,
         }
         connection.execute(rollouts.insert().values(**row))
-    _audit(settings, {"action": "rollout started", "by": actor, "version": candidate.version, "mode": SHADOW})
+    _audit(settings, {"action": "rollout started", "by": actor, "version": candidate.version, "mode": mode})
     return {**row, "poll_seconds": 2.0}
 
 
-def stop_rollout(settings: Settings, *, actor: str, reason: str = "stopped by hand") -> dict[str, Any]:
-    """End the rollout in force; all traffic stays with the champion."""
+def stop_rollout(
+    settings: Settings, *, actor: str, reason: str = "stopped by hand", outcome: str = "stopped"
+) -> dict[str, Any]:
+    """End the rollout in force; all traffic goes back to the champion."""
     with _engine(settings) as engine, engine.begin() as connection:
         running = active_rollout(connection)
         if running is None:
             raise NotFoundError("no rollout is running")
-        ended = {"ended_at": _now(), "ended_by": actor, "outcome": "stopped", "reason": reason}
+        ended = {"ended_at": _now(), "ended_by": actor, "outcome": outcome, "reason": reason}
         connection.execute(rollouts.update().where(rollouts.c.id == running.id).values(**ended))
-    _audit(
-        settings,
-        {"action": "rollout stopped", "by": actor, "version": running.model_version, "reason": reason},
-    )
+    record = {"action": f"rollout {outcome}", "by": actor, "version": running.model_version, "reason": reason}
+    _audit(settings, record)
     return {"mode": running.mode, "model_version": running.model_version, **ended}
+
+
+def promote_rollout(settings: Settings, *, actor: str) -> dict[str, Any]:
+    """Make the rollout's model the champion (the gate's floors apply) and end the rollout."""
+    from churn_mlops.models.registry import Registry
+    from churn_mlops.pipeline.promotion import promote
+
+    with _engine(settings) as engine, engine.connect() as connection:
+        running = active_rollout(connection)
+    if running is None:
+        raise NotFoundError("no rollout is running")
+    decision = promote(Registry.from_settings(settings), running.model_version, settings, actor=actor)
+    return stop_rollout(settings, actor=actor, reason=decision.reason, outcome="promoted")
 
 
 def rollout_status(settings: Settings) -> dict[str, Any]:
     """The rollout in force (or the last one) and how its model compares with the champion so far."""
-    r, s = rollouts, shadow_predictions
+    r = rollouts
     with _engine(settings) as engine, engine.connect() as connection:
         last = connection.execute(sa.select(r).order_by(r.c.id.desc()).limit(1)).first()
         if last is None:
             return {"running": False, "rollout": None, "models": {}}
         rollout = dict(last._mapping)
-        figures = connection.execute(
-            sa.select(
-                sa.func.count(),
-                sa.func.avg(s.c.probability),
-                sa.func.avg(s.c.champion_probability),
-                sa.func.avg(s.c.prediction),
-                sa.func.avg(s.c.champion_prediction),
-                sa.func.sum(sa.case((s.c.prediction == s.c.champion_prediction, 1), else_=0)),
-                sa.func.avg(sa.func.abs(s.c.probability - s.c.champion_probability)),
-            ).where(s.c.model_version == rollout["model_version"], s.c.at >= rollout["started_at"])
+        read = _canary_models if rollout["mode"] == CANARY else _shadow_models
+        models = read(connection, rollout)
+        c = rollout_counts
+        counted = connection.execute(
+            sa.select(sa.func.sum(c.c.answered), sa.func.sum(c.c.failed), sa.func.sum(c.c.agreed)).where(
+                c.c.rollout_id == rollout["id"]
+            )
         ).one()
+        models["challenger"]["errors"] = int(counted[1] or 0)  # scorings that failed (the champion answered)
+        if rollout["mode"] == CANARY:  # the champion's decision on the canary's customers, taken beside it
+            models["challenger"]["agreement"] = (counted[2] or 0) / counted[0] if counted[0] else None
+        models["champion"]["errors"] = _server_errors(connection, rollout)
+    return {"running": rollout["ended_at"] is None, "rollout": rollout, "models": models}
+
+
+def _shadow_models(connection: sa.Connection, rollout: dict[str, Any]) -> dict[str, Any]:
+    """Champion and shadow on the same requests: the shadow's scores stored beside the champion's."""
+    s = shadow_predictions
+    figures = connection.execute(
+        sa.select(
+            sa.func.count(),
+            sa.func.avg(s.c.probability),
+            sa.func.avg(s.c.champion_probability),
+            sa.func.avg(s.c.prediction),
+            sa.func.avg(s.c.champion_prediction),
+            sa.func.sum(sa.case((s.c.prediction == s.c.champion_prediction, 1), else_=0)),
+            sa.func.avg(sa.func.abs(s.c.probability - s.c.champion_probability)),
+        ).where(s.c.model_version == rollout["model_version"], s.c.at >= rollout["started_at"])
+    ).one()
     requests = int(figures[0] or 0)
-    agreement = (figures[5] or 0) / requests if requests else None
+    champion = {"version": rollout["champion_version"], "requests": requests}
+    challenger = {"version": rollout["model_version"], "requests": requests}
     return {
-        "running": rollout["ended_at"] is None,
-        "rollout": rollout,
-        "models": {
-            "champion": {
-                "version": rollout["champion_version"],
-                "requests": requests,
-                "mean_probability": figures[2],
-                "decision_rate": figures[4],
-            },
-            "challenger": {
-                "version": rollout["model_version"],
-                "requests": requests,
-                "mean_probability": figures[1],
-                "decision_rate": figures[3],
-                "agreement": agreement,
-                "mean_abs_difference": figures[6],
-            },
+        "champion": champion | {"mean_probability": figures[2], "decision_rate": figures[4]},
+        "challenger": challenger
+        | {
+            "mean_probability": figures[1],
+            "decision_rate": figures[3],
+            "agreement": (figures[5] or 0) / requests if requests else None,
+            "mean_abs_difference": figures[6],
         },
     }
+
+
+def _server_errors(connection: sa.Connection, rollout: dict[str, Any]) -> int:
+    """5xx answers on the prediction routes over the rollout's days (the counts are per day)."""
+    t = traffic
+    first = rollout["started_at"][:10]
+    last = (rollout["ended_at"] or _now())[:10]
+    found = connection.scalar(
+        sa.select(sa.func.sum(t.c.requests)).where(t.c.status >= 500, t.c.day >= first, t.c.day <= last)
+    )
+    return int(found or 0)
+
+
+def _canary_models(connection: sa.Connection, rollout: dict[str, Any]) -> dict[str, Any]:
+    """Each model on the customers it answered, from the prediction log since the canary started."""
+    p = predictions_table()
+    since = datetime.fromisoformat(rollout["started_at"]).replace(tzinfo=None)
+    models = {}
+    for name, version in (
+        ("champion", rollout["champion_version"]),
+        ("challenger", rollout["model_version"]),
+    ):
+        rows = connection.execute(
+            sa.select(p.c.probability, p.c.prediction, p.c.latency_ms).where(
+                p.c.model_version == version, p.c.at >= since
+            )
+        ).all()
+        figures = np.asarray(rows, dtype=np.float64).reshape(-1, 3)
+        models[name] = {
+            "version": version,
+            "requests": len(rows),
+            "mean_probability": float(figures[:, 0].mean()) if len(rows) else None,
+            "decision_rate": float(figures[:, 1].mean()) if len(rows) else None,
+            "p99_ms": float(np.percentile(figures[:, 2], 99)) if len(rows) else None,
+        }
+    return models
 
 
 @contextmanager

@@ -60,7 +60,7 @@ def build_services(settings: Settings) -> Services:
         limiter=limiter,
         predlog=predlog,
         holder=ModelHolder(one_scoring_thread(catalog.load), catalog.resolve),
-        rollouts=Rollouts(url, catalog.load, timeout=timeout),
+        rollouts=Rollouts(url, catalog.load, guards=settings.rollout, timeout=timeout),
     )
 
 

@@ -90,15 +90,19 @@ async def _score(request: Request, key: ApiKey, customers: list[Any], explain: b
     request.state.model_version = model.version
     records = [customer.model_dump() for customer in customers]
     id_field = get_spec(request).id.name
-    found = answers.predictions(model, records, request.state.request_id, id_field=id_field, explain=explain)
+    rollouts = services.rollouts
+    canary = rollouts.canary if rollouts is not None else None
+    found = answers.predictions(
+        model, records, request.state.request_id, id_field=id_field, explain=explain, canary=canary
+    )
     latency = (time.perf_counter() - started) * 1000
     await services.predlog.write(answers.log_records(found, records, key.name, latency, datetime.now(UTC)))
-    shadow = services.rollouts.shadow if services.rollouts is not None else None
+    shadow = rollouts.shadow if rollouts is not None else None
     if shadow is not None:  # after the champion's answer is logged; the shadow never delays it
         shadow.offer(request.state.request_id, records, found)
     metrics = get_metrics(request)
     for answer in found:
-        metrics.count_prediction(model.version, answer["churn_probability"], answer["prediction"])
+        metrics.count_prediction(answer["model_version"], answer["churn_probability"], answer["prediction"])
     return found
 
 
