@@ -85,6 +85,7 @@ def test_the_champion_answers_while_the_challenger_is_scored_beside_it(two_versi
     assert status["running"] is False
     challenger_figures = status["models"]["challenger"]
     assert challenger_figures["requests"] == 20
+    assert status["models"]["champion"]["p99_ms"] > 0  # the answers' own latency, from the log
     agreement = np.mean([r["prediction"] == r["champion_prediction"] for r in rows])
     assert challenger_figures["agreement"] == pytest.approx(agreement)
     audit = [json.loads(line) for line in settings.audit_log.read_text().splitlines()]

@@ -127,10 +127,13 @@ def _shadow_models(connection: sa.Connection, rollout: dict[str, Any]) -> dict[s
     requests = int(figures[0] or 0)
     champion = {"version": rollout["champion_version"], "requests": requests}
     challenger = {"version": rollout["model_version"], "requests": requests}
+    answered = _canary_models(connection, rollout)["champion"]  # the champion answered everyone
     return {
-        "champion": champion | {"mean_probability": figures[2], "decision_rate": figures[4]},
+        "champion": champion
+        | {"mean_probability": figures[2], "decision_rate": figures[4], "p99_ms": answered["p99_ms"]},
         "challenger": challenger
         | {
+            "p99_ms": None,  # it answers nobody: a shadow never adds to an answer's time
             "mean_probability": figures[1],
             "decision_rate": figures[3],
             "agreement": (figures[5] or 0) / requests if requests else None,
@@ -151,7 +154,7 @@ def _server_errors(connection: sa.Connection, rollout: dict[str, Any]) -> int:
 
 
 def _canary_models(connection: sa.Connection, rollout: dict[str, Any]) -> dict[str, Any]:
-    """Each model on the customers it answered, from the prediction log since the canary started."""
+    """Each model on the customers it answered, from the prediction log since the rollout started."""
     p = predictions_table()
     since = datetime.fromisoformat(rollout["started_at"]).replace(tzinfo=None)
     models = {}
