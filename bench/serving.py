@@ -18,8 +18,9 @@ What it measures
     1. Peak throughput, closed loop: after `--warmup` s on each, `wrk -t1 -c{--connections}
        -d{--duration}s --latency -s bench/predict.lua`, alternately churn, bare, `--repeat` times.
        The best run of each gives req/s; ratio = churn req/s / bare req/s. The server's CPU time
-       per request (utime + stime of its process, all threads) is listed too: on a shared
-       machine it moves less than req/s does.
+       per request (utime + stime of its process, all threads, read once the server has gone
+       idle after the run, so that work it queued is charged to that run and not left to slow
+       the next server's) is listed too: on a shared machine it moves less than req/s does.
     2. Latency at half the churn peak, open loop: an asyncio generator (uvloop, protocols, no task
        per request, so that it keeps its schedule at several thousand req/s; it sleeps until 2 ms
        before a request is due and then polls, as the loop's timers tick in whole milliseconds)
@@ -40,14 +41,24 @@ What it measures
        stalls whichever server is running there.
     Any non-2xx answer or socket error stops the benchmark: the figures would not mean anything.
 
+    With `--shadow`, a third server runs beside them: `churn serve` (set up like the churn one)
+    on a second trained home, in which a logistic-regression version is registered (the gate
+    refuses to promote it) and shadows the champion (`churn rollout start --mode shadow`). The
+    champion answers every request; the server hands each answered request to its shadow thread,
+    which scores it with that version and stores the score (`shadow_predictions`). Set-up waits
+    until the shadow stores scores, then both phases alternate churn, shadow, bare.
+
 Output
     Progress lines, a table, and as the last line of stdout one JSON object (predict_rps,
     bare_rps, ratio, p50_ms, p99_ms at half peak, rate, durations, targets, passed, ...).
-    Targets: ratio >= 0.6 and p99 < 10 ms at half the peak rate.
+    Targets: ratio >= 0.6 and p99 < 10 ms at half the peak rate. With `--shadow`, also
+    shadow_ratio (shadow req/s / bare req/s), shadow_p99_ms, the shadow scores stored during the
+    run, and shadow_passed: shadow_ratio >= 0.9 x ratio (the shadow costs the answers no more
+    than 10% of their throughput) and the shadow server's p99 < 10 ms.
 
 How to run
     uv run python bench/serving.py [--duration S] [--repeat K] [--connections C]
-                                   [--open-duration S] [--workdir DIR] [--rows N]
+                                   [--open-duration S] [--workdir DIR] [--rows N] [--shadow]
 
     Defaults take two to five minutes. Needs Linux, 2+ CPUs, taskset, and root for apt-get.
 """
@@ -88,6 +99,14 @@ LATE_RETRIES = 2  # at most this many times; the last try counts whatever it sho
 SPIN_SECONDS = 0.002  # the open-loop generator polls, not sleeps, this close to a request's time
 UNTHROTTLED = "1000000"  # rate limit and burst: the limiter runs on every request, never refuses
 READY_SECONDS = 300.0
+SHADOW_SHARE = 0.9  # with a shadow running, the ratio must keep at least this share of its value
+SHADOW_READY_SECONDS = 60.0  # servers poll the rollouts every 2 s, then load the shadow model
+SETTLE_SECONDS = 60.0  # after a run, wait at most this long for the server to go idle
+LABELS = {
+    "churn": "churn /predict (auth, limit, log)",
+    "shadow": "churn /predict + shadow model",
+    "bare": "bare FastAPI + pydantic",
+}
 
 
 @dataclass(frozen=True)
@@ -106,12 +125,13 @@ class Fixture:
 
 @dataclass
 class Server:
-    """A uvicorn server pinned to the server CPU."""
+    """A uvicorn server pinned to the server CPU, and the home whose key and body it is sent."""
 
     name: str
     process: subprocess.Popen[bytes]
     port: int
     log: Path
+    fixture: Fixture
 
     @property
     def url(self) -> str:
@@ -202,8 +222,10 @@ def check_machine() -> None:
         fail(f"needs CPUs {SERVER_CPU} and {CLIENT_CPU} (server and load generator on one core each)")
 
 
-def prepare(root: Path, rows: int) -> Fixture:
-    """A trained CHURN_HOME with a key and a body under root, made once and then reused."""
+def prepare(root: Path, rows: int, *, shadow: bool = False) -> Fixture:
+    """A trained CHURN_HOME with a key and a body under root, made once and then reused.
+
+    With `shadow`, the home also has a second version shadowing the champion."""
     saved = root / "fixture.json"
     if saved.exists():
         fields = json.loads(saved.read_text())
@@ -211,10 +233,13 @@ def prepare(root: Path, rows: int) -> Fixture:
         return Fixture(Path(fields["home"]), fields["api_key"], Path(fields["body_file"]))
     started = time.perf_counter()
     fixture = _train(root, rows)
+    what = "a champion"
+    if shadow:
+        what += f" and a shadow (v{_start_shadow(fixture.home)}, logistic regression)"
     fields = {"home": str(fixture.home), "api_key": fixture.api_key, "body_file": str(fixture.body_file)}
     saved.write_text(json.dumps(fields))
     seconds = time.perf_counter() - started
-    say(f"set-up: trained a champion on {rows:,} synthetic customers in {seconds:.1f} s (not timed)")
+    say(f"set-up: trained {what} on {rows:,} synthetic customers in {seconds:.1f} s (not timed)")
     return fixture
 
 
@@ -246,32 +271,66 @@ def _train(root: Path, rows: int) -> Fixture:
     return Fixture(settings.home, api_key, body_file)
 
 
+def _start_shadow(home: Path) -> str:
+    """Register a logistic-regression version the gate refuses, and shadow the champion with it."""
+    from churn_mlops.data.lake import Lake
+    from churn_mlops.data.spec import load_spec
+    from churn_mlops.pipeline.rollout import start_rollout
+    from churn_mlops.pipeline.training import train_and_register
+    from churn_mlops.settings import RegistrySettings, Settings, TrainingSettings
+
+    settings = Settings(
+        home=home,
+        training=TrainingSettings(candidates=["logistic_regression"]),
+        registry=RegistrySettings(min_improvement=1.0),  # no ROC AUC gain is that large: never promoted
+    )
+    lake = Lake(settings.lake_dir)
+    latest = lake.versions()[-1]
+    outcome = train_and_register(lake.read(latest), latest, load_spec(), settings)
+    if outcome.decision.promote:
+        fail(f"set-up: the gate promoted the shadow's version ({outcome.decision.reason})")
+    start_rollout(settings, mode="shadow", model=outcome.version.version, actor="bench")
+    return outcome.version.version
+
+
 # ---- servers -----------------------------------------------------------------------------------
 
 
-def start_servers(fixture: Fixture, workdir: Path) -> tuple[Server, Server]:
-    """The churn server and the bare one, both pinned to the server CPU and answering."""
-    env = {
+def start_servers(fixture: Fixture, workdir: Path, shadow: Fixture | None = None) -> tuple[Server, ...]:
+    """The churn server (and the shadowing one) and the bare one, pinned to the server CPU and answering."""
+    churn = _launch("churn", _churn_command(), _churn_env(fixture), workdir, fixture)
+    servers = [churn]
+    if shadow is not None:
+        servers.append(_launch("shadow", _churn_command(), _churn_env(shadow), workdir, shadow))
+    servers.append(_launch("bare", [sys.executable, str(BARE)], dict(os.environ), workdir, fixture))
+    try:
+        for server in servers:
+            answer = _wait_ready(server)
+            where = f"pid {server.process.pid}, port {server.port}"
+            say(f"set-up: {server.name} server ({where}) answers {answer}")
+        if shadow is not None:
+            _wait_shadowing(servers[1])
+    except BaseException:  # SystemExit from fail() included: leave no server behind
+        for server in servers:
+            server.stop()
+        raise
+    return tuple(servers)
+
+
+def _churn_command() -> list[str]:
+    return [sys.executable, "-m", "churn_mlops", "serve", "--workers", "1"]
+
+
+def _churn_env(fixture: Fixture) -> dict[str, str]:
+    return {
         **os.environ,
         "CHURN_HOME": str(fixture.home),
         "CHURN_SERVING__RATE_PER_SECOND": UNTHROTTLED,
         "CHURN_SERVING__BURST": UNTHROTTLED,
     }
-    churn = _launch("churn", [sys.executable, "-m", "churn_mlops", "serve", "--workers", "1"], env, workdir)
-    bare = _launch("bare", [sys.executable, str(BARE)], dict(os.environ), workdir)
-    try:
-        for server in (churn, bare):
-            answer = _wait_ready(server, fixture)
-            where = f"pid {server.process.pid}, port {server.port}"
-            say(f"set-up: {server.name} server ({where}) answers {answer}")
-    except BaseException:  # SystemExit from fail() included: leave no server behind
-        churn.stop()
-        bare.stop()
-        raise
-    return churn, bare
 
 
-def _launch(name: str, command: list[str], env: dict[str, str], workdir: Path) -> Server:
+def _launch(name: str, command: list[str], env: dict[str, str], workdir: Path, fixture: Fixture) -> Server:
     port = _free_port()
     log = workdir / f"{name}-server.log"
     with log.open("wb") as out:
@@ -282,7 +341,7 @@ def _launch(name: str, command: list[str], env: dict[str, str], workdir: Path) -
             stdout=out,
             stderr=subprocess.STDOUT,
         )
-    return Server(name, process, port, log)
+    return Server(name, process, port, log, fixture)
 
 
 def _free_port() -> int:
@@ -291,38 +350,56 @@ def _free_port() -> int:
         return int(probe.getsockname()[1])
 
 
-def _wait_ready(server: Server, fixture: Fixture) -> str:
+def _wait_ready(server: Server) -> str:
     """Post the body until the server answers 200; its answer, or exit with the log's tail."""
     deadline = time.monotonic() + READY_SECONDS
-    request = urllib.request.Request(
-        server.url,
-        data=fixture.body,
-        headers={"Content-Type": "application/json", "X-API-Key": fixture.api_key},
-    )
     while time.monotonic() < deadline:
         if server.process.poll() is not None:
             break
         try:
-            with urllib.request.urlopen(request, timeout=5) as response:
-                return str(response.read().decode())
+            return _post(server)
         except (urllib.error.URLError, ConnectionError):
             time.sleep(0.5)
     tail = server.log.read_text(errors="replace")[-2000:]
     fail(f"the {server.name} server did not answer 200 on {server.url}; its log ends:\n{tail}")
 
 
+def _post(server: Server) -> str:
+    request = urllib.request.Request(
+        server.url,
+        data=server.fixture.body,
+        headers={"Content-Type": "application/json", "X-API-Key": server.fixture.api_key},
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        return str(response.read().decode())
+
+
+def _wait_shadowing(server: Server) -> None:
+    """Post requests until the server's shadow stores scores: it has followed the rollout."""
+    before, started = shadow_rows(server.fixture), time.monotonic()
+    while time.monotonic() < started + SHADOW_READY_SECONDS:
+        _post(server)
+        if shadow_rows(server.fixture) > before:
+            say(f"set-up: the shadow server stores shadow scores after {time.monotonic() - started:.1f} s")
+            return
+        time.sleep(0.25)
+    tail = server.log.read_text(errors="replace")[-2000:]
+    fail(f"the shadow server stored no shadow scores in {SHADOW_READY_SECONDS:g} s; its log ends:\n{tail}")
+
+
 # ---- closed loop (wrk) -------------------------------------------------------------------------
 
 
-def closed_loop(wrk: str, server: Server, fixture: Fixture, connections: int, seconds: float) -> ClosedRun:
+def closed_loop(wrk: str, server: Server, connections: int, seconds: float) -> ClosedRun:
     """One wrk run from the client CPU against a server."""
+    fixture = server.fixture
     env = {**os.environ, "WRK_BODY_FILE": str(fixture.body_file), "WRK_API_KEY": fixture.api_key}
     command = [wrk, "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-s", str(LUA), server.url]
     cpu = server.cpu_seconds()
     done = subprocess.run(
         ["taskset", "-c", str(CLIENT_CPU), *command], env=env, capture_output=True, text=True, check=False
     )
-    cpu = server.cpu_seconds() - cpu
+    cpu = settled_cpu_seconds(server) - cpu
     lines = [line for line in done.stdout.splitlines() if line.startswith("WRK_RESULT ")]
     if done.returncode != 0 or not lines:
         fail(f"wrk failed against {server.name}:\n{done.stdout}{done.stderr}")
@@ -341,7 +418,7 @@ def closed_loop(wrk: str, server: Server, fixture: Fixture, connections: int, se
 # ---- open loop (asyncio) -----------------------------------------------------------------------
 
 
-def open_loop(server: Server, fixture: Fixture, rate: float, seconds: float, connections: int) -> OpenRun:
+def open_loop(server: Server, rate: float, seconds: float, connections: int) -> OpenRun:
     """Send at a fixed rate for `seconds`; latency of each request from its scheduled time."""
     try:
         import uvloop
@@ -349,7 +426,7 @@ def open_loop(server: Server, fixture: Fixture, rate: float, seconds: float, con
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
-    request = _raw_request(server.port, fixture)
+    request = _raw_request(server.port, server.fixture)
     started, stolen, cpu = time.perf_counter(), stolen_ms(SERVER_CPU), server.cpu_seconds()
     try:
         latencies, lateness = runner(_send_at_rate(server.port, request, rate, seconds, connections))
@@ -357,8 +434,22 @@ def open_loop(server: Server, fixture: Fixture, rate: float, seconds: float, con
         fail(f"{server.name}: the open-loop connection failed ({exc!r}); see {server.log}")
     if len(latencies) != int(rate * seconds):
         fail(f"{server.name}: {int(rate * seconds) - len(latencies)} open-loop requests failed")
-    cpu_us = (server.cpu_seconds() - cpu) / len(latencies) * 1e6
-    return OpenRun(latencies, lateness, time.perf_counter() - started, stolen_ms(SERVER_CPU) - stolen, cpu_us)
+    seconds, stolen = time.perf_counter() - started, stolen_ms(SERVER_CPU) - stolen
+    cpu_us = (settled_cpu_seconds(server) - cpu) / len(latencies) * 1e6
+    return OpenRun(latencies, lateness, seconds, stolen, cpu_us)
+
+
+def settled_cpu_seconds(server: Server) -> float:
+    """The server's CPU time once it has gone idle: work it queued during a run (a shadow's
+    scoring) is charged to that run, and does not slow the next server's run on the same core."""
+    cpu, deadline = server.cpu_seconds(), time.monotonic() + SETTLE_SECONDS
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = server.cpu_seconds()
+        if now - cpu < 0.005:  # no clock tick in 100 ms
+            return now
+        cpu = now
+    return cpu
 
 
 def stolen_ms(cpu: int) -> float:
@@ -506,37 +597,39 @@ def percentile(values: list[float], q: float) -> float:
 
 
 def measure_peak(
-    wrk: str, servers: tuple[Server, Server], fixture: Fixture, args: argparse.Namespace
+    wrk: str, servers: tuple[Server, ...], args: argparse.Namespace
 ) -> dict[str, list[ClosedRun]]:
-    """Warm up, then alternate wrk runs on both servers."""
+    """Warm up, then alternate wrk runs on the servers."""
     for server in servers:
-        closed_loop(wrk, server, fixture, args.connections, args.warmup)
+        closed_loop(wrk, server, args.connections, args.warmup)
     runs: dict[str, list[ClosedRun]] = {server.name: [] for server in servers}
+    width = max(len(server.name) for server in servers)
     for repeat in range(1, args.repeat + 1):
         for server in servers:
-            run = closed_loop(wrk, server, fixture, args.connections, args.duration)
+            run = closed_loop(wrk, server, args.connections, args.duration)
             runs[server.name].append(run)
             say(
-                f"  closed loop {repeat}/{args.repeat} {server.name:5s}: {run.rps:8,.0f} req/s, "
+                f"  closed loop {repeat}/{args.repeat} {server.name:{width}s}: {run.rps:8,.0f} req/s, "
                 f"p50 {run.p50_ms:6.2f} ms, p99 {run.p99_ms:7.2f} ms, server CPU {run.cpu_us:6.0f} us/req"
             )
     return runs
 
 
 def measure_latency(
-    servers: tuple[Server, Server], fixture: Fixture, rate: float, args: argparse.Namespace
+    servers: tuple[Server, ...], rate: float, args: argparse.Namespace
 ) -> dict[str, list[OpenRun]]:
-    """Alternate open-loop runs at `rate` on both servers, after a short warm-up each."""
+    """Alternate open-loop runs at `rate` on the servers, after a short warm-up each."""
     for server in servers:
-        open_loop(server, fixture, rate, 1.0, args.open_connections)
+        open_loop(server, rate, 1.0, args.open_connections)
     runs: dict[str, list[OpenRun]] = {server.name: [] for server in servers}
+    width = max(len(server.name) for server in servers)
     for repeat in range(1, args.repeat + 1):
         for server in servers:
             for attempt in range(1, LATE_RETRIES + 2):
-                run = open_loop(server, fixture, rate, args.open_duration, args.open_connections)
+                run = open_loop(server, rate, args.open_duration, args.open_connections)
                 late = percentile(run.lateness, 99) * 1000
                 say(
-                    f"  open loop {repeat}/{args.repeat} {server.name:5s} at {rate:,.0f} req/s: "
+                    f"  open loop {repeat}/{args.repeat} {server.name:{width}s} at {rate:,.0f} req/s: "
                     f"p50 {percentile(run.latencies, 50) * 1000:6.2f} ms, "
                     f"p99 {percentile(run.latencies, 99) * 1000:6.2f} ms, "
                     f"max {max(run.latencies) * 1000:7.2f} ms, generator late p99 {late:.2f} ms, "
@@ -557,6 +650,14 @@ def prediction_log_rows(fixture: Fixture) -> int:
 
     with sqlite3.connect(fixture.home / "serving.db") as connection:
         return int(connection.execute("SELECT count(*) FROM predictions").fetchone()[0])
+
+
+def shadow_rows(fixture: Fixture) -> int:
+    """How many shadow scores the home's servers stored."""
+    import sqlite3
+
+    with sqlite3.connect(fixture.home / "serving.db") as connection:
+        return int(connection.execute("SELECT count(*) FROM shadow_predictions").fetchone()[0])
 
 
 def summarise(
@@ -608,6 +709,27 @@ def summarise(
         "ratio_passed": ratio >= RATIO_TARGET,
         "p99_passed": p99 < P99_TARGET_MS,
         "passed": ratio >= RATIO_TARGET and p99 < P99_TARGET_MS,
+    } | (_shadow_summary(closed, latency["shadow"], ratio) if "shadow" in closed else {})
+
+
+def _shadow_summary(
+    closed: dict[str, list[ClosedRun]], latency: dict[str, Any], ratio: float
+) -> dict[str, Any]:
+    """The shadow server's figures, and whether it kept the ratio and the p99 target."""
+    best = max(closed["shadow"], key=lambda run: run.rps)
+    shadow_ratio = best.rps / max(run.rps for run in closed["bare"])
+    return {
+        "shadow_rps": round(best.rps, 1),
+        "shadow_ratio": round(shadow_ratio, 3),
+        **{f"shadow_{key}": value for key, value in latency.items()},
+        "shadow_rps_median": round(statistics.median(r.rps for r in closed["shadow"]), 1),
+        "shadow_closed_p50_ms": round(best.p50_ms, 2),
+        "shadow_closed_p99_ms": round(best.p99_ms, 2),
+        "shadow_cpu_us_per_request": round(statistics.median(r.cpu_us for r in closed["shadow"]), 1),
+        "shadow_ratio_target": round(SHADOW_SHARE * ratio, 3),
+        "shadow_ratio_passed": shadow_ratio >= SHADOW_SHARE * ratio,
+        "shadow_p99_passed": latency["p99_ms"] < P99_TARGET_MS,
+        "shadow_passed": shadow_ratio >= SHADOW_SHARE * ratio and latency["p99_ms"] < P99_TARGET_MS,
     }
 
 
@@ -626,7 +748,6 @@ def _latency(runs: list[OpenRun]) -> dict[str, Any]:
 
 def report(result: dict[str, Any], closed: dict[str, list[ClosedRun]], args: argparse.Namespace) -> None:
     """The readable table."""
-    labels = {"churn": "churn /predict (auth, limit, log)", "bare": "bare FastAPI + pydantic"}
     best = {name: max(runs, key=lambda run: run.rps) for name, runs in closed.items()}
     say(
         f"\npeak, closed loop: wrk -t1 -c{args.connections} -d{args.duration:g}s, "
@@ -637,11 +758,17 @@ def report(result: dict[str, Any], closed: dict[str, list[ClosedRun]], args: arg
         median = statistics.median(r.rps for r in closed[name])
         cpu = statistics.median(r.cpu_us for r in closed[name])
         say(
-            f"{labels[name]:34s} {run.rps:11,.0f} {median:9,.0f} "
+            f"{LABELS[name]:34s} {run.rps:11,.0f} {median:9,.0f} "
             f"{run.p50_ms:7.2f} {run.p99_ms:7.2f} {cpu:11.0f}"
         )
     verdict = "PASS" if result["ratio_passed"] else "FAIL"
     say(f"ratio (predict / bare req/s): {result['ratio']:.3f}   target >= {RATIO_TARGET}   {verdict}")
+    if "shadow" in closed:
+        verdict = "PASS" if result["shadow_ratio_passed"] else "FAIL"
+        say(
+            f"shadow_ratio (predict + shadow / bare req/s): {result['shadow_ratio']:.3f}   "
+            f"target >= {SHADOW_SHARE:g} x ratio = {result['shadow_ratio_target']:.3f}   {verdict}"
+        )
     say(
         f"\nlatency, open loop at {result['rate']:,.0f} req/s (half the predict peak), "
         f"{args.repeat} x {args.open_duration:g} s each, pooled, from the scheduled send time"
@@ -650,20 +777,32 @@ def report(result: dict[str, Any], closed: dict[str, list[ClosedRun]], args: arg
         f"{'':34s} {'requests':>9s} {'p50 ms':>7s} {'p99 ms':>7s} {'max ms':>8s} {'CPU us/req':>11s}"
         "  p99 of each run, ms"
     )
-    for name in ("churn", "bare"):
-        prefix = "" if name == "churn" else "bare_"
+    for name in closed:
+        prefix = "" if name == "churn" else f"{name}_"
         runs = ", ".join(f"{p99:.2f}" for p99 in result[prefix + "p99_runs_ms"])
         runs += " (CPU stolen: " + ", ".join(f"{ms}" for ms in result[prefix + "stolen_runs_ms"]) + " ms)"
         say(
-            f"{labels[name]:34s} {result['open_loop_requests']:9,d} {result[prefix + 'p50_ms']:7.2f} "
+            f"{LABELS[name]:34s} {result['open_loop_requests']:9,d} {result[prefix + 'p50_ms']:7.2f} "
             f"{result[prefix + 'p99_ms']:7.2f} {result[prefix + 'max_ms']:8.2f} "
             f"{result[prefix + 'open_cpu_us_per_request']:11.0f}  {runs}"
         )
     busy = result["open_cpu_us_per_request"] * result["rate"] / 1e4  # us/req x req/s, as % of a core
     bare_busy = result["bare_open_cpu_us_per_request"] * result["rate"] / 1e4
-    say(f"(at this rate the churn server's core is {busy:.0f}% busy, the bare's {bare_busy:.0f}%)")
+    busy_text = f"the churn server's core is {busy:.0f}% busy"
+    if "shadow" in closed:
+        busy_text += f", the shadow's {result['shadow_open_cpu_us_per_request'] * result['rate'] / 1e4:.0f}%"
+    say(f"(at this rate {busy_text}, the bare's {bare_busy:.0f}%)")
     verdict = "PASS" if result["p99_passed"] else "FAIL"
     say(f"p99 at half peak: {result['p99_ms']:.2f} ms   target < {P99_TARGET_MS:g} ms   {verdict}")
+    if "shadow" in closed:
+        verdict = "PASS" if result["shadow_p99_passed"] else "FAIL"
+        target = f"target < {P99_TARGET_MS:g} ms"
+        say(f"shadow_p99 at that rate: {result['shadow_p99_ms']:.2f} ms   {target}   {verdict}")
+        verdict = "PASS" if result["shadow_passed"] else "FAIL"
+        say(
+            f"shadow scores stored during the run: {result['shadow_rows']:,} "
+            f"(of {result['shadow_answers']:,} answers of the shadow server)   shadow_passed {verdict}"
+        )
     for run in result["discarded_runs"]:
         say(
             f"(discarded and run again: {run['server']}, p99 {run['p99_ms']:.2f} ms, generator late "
@@ -687,28 +826,36 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--open-connections", type=int, default=64, help="open-loop connection pool")
     parser.add_argument("--rows", type=int, default=3000, help="synthetic customers to train on")
     parser.add_argument("--workdir", type=Path, help="keep the trained home here and reuse it")
+    parser.add_argument(
+        "--shadow", action="store_true", help="also measure a churn server running a shadow rollout"
+    )
     return parser.parse_args()
 
 
 def main() -> None:
-    """Set up, start both servers, measure, print the table and the JSON line."""
+    """Set up, start the servers, measure, print the table and the JSON line."""
     args = parse_args()
     check_machine()
     wrk = ensure_wrk()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="bench-serving-"))
     workdir.mkdir(parents=True, exist_ok=True)
     fixture = prepare(workdir, args.rows)
+    shadow = prepare(workdir / "shadow", args.rows, shadow=True) if args.shadow else None
+    shadow_before = (shadow_rows(shadow), prediction_log_rows(shadow)) if shadow else (0, 0)
     load_start = round(os.getloadavg()[0], 2)
-    servers = start_servers(fixture, workdir)
+    servers = start_servers(fixture, workdir, shadow)
     try:
         os.sched_setaffinity(0, {CLIENT_CPU})
-        closed = measure_peak(wrk, servers, fixture, args)
+        closed = measure_peak(wrk, servers, args)
         rate = max(run.rps for run in closed["churn"]) / 2
-        opened = measure_latency(servers, fixture, rate, args)
+        opened = measure_latency(servers, rate, args)
     finally:
         for server in servers:
             server.stop()
     result = summarise(closed, opened, rate, args)
+    if shadow is not None:
+        result["shadow_rows"] = shadow_rows(shadow) - shadow_before[0]
+        result["shadow_answers"] = prediction_log_rows(shadow) - shadow_before[1]
     result |= {
         "prediction_log_rows": prediction_log_rows(fixture),
         "load_average_start": load_start,
