@@ -200,7 +200,7 @@ async def _session(request: Request) -> str | None:
 
 
 async def _viewer(request: Request) -> str:
-    """Who may read the data: the session's owner, or a key with the view scope."""
+    """Who may read the data: the signed-in browser's key name, or a key with the view scope."""
     from churn_mlops.serving.deps import authorize
 
     who = await _session(request)
