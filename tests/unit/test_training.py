@@ -158,7 +158,7 @@ def test_the_risk_band_is_the_same_for_one_customer_and_a_batch() -> None:
 
 
 def test_cross_validation_folds_are_disjoint_stratified_and_cover_every_row() -> None:
-    from churn_mlops.pipeline.training import stratified_folds
+    from churn_mlops.pipeline.candidates import stratified_folds
 
     labels = (np.random.default_rng(0).random(1003) < 0.27).astype(np.int64)
     folds = stratified_folds(labels, 5, seed=1)

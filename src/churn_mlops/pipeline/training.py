@@ -32,7 +32,6 @@ from churn_mlops.models.training import (
     check_labels,
     stratified_split,
     train_lightgbm,
-    train_linear,
 )
 from churn_mlops.models.tuning import tune_lightgbm
 from churn_mlops.pipeline.promotion import gate_new_version
@@ -96,19 +95,20 @@ class TrainingOutcome:
             "metrics": self.evaluation.test,
             "baseline_metrics": self.evaluation.baseline,
             "model_kind": self.version.tags.get("model_kind", "lightgbm"),
-            "candidates": [
-                {
-                    "kind": c["kind"],
-                    "selected": c["selected"],
-                    "valid_" + self.evaluation.selected_by: c["valid"][self.evaluation.selected_by],
-                }
-                for c in self.evaluation.candidates
-            ],
+            "candidates": [_brief(c, self.evaluation.selected_by) for c in self.evaluation.candidates],
             "tracking_uri": self.tracking_uri,
             "promoted": self.decision.promote,
             "reason": self.decision.reason,
             "champion": self.champion,
         }
+
+
+def _brief(candidate: dict[str, Any], metric: str) -> dict[str, Any]:
+    return {
+        "kind": candidate["kind"],
+        "selected": candidate["selected"],
+        f"valid_{metric}": candidate["valid"][metric],
+    }
 
 
 def prepare(frame: pl.DataFrame, spec: DatasetSpec, config: TrainingSettings) -> Prepared:
@@ -138,72 +138,6 @@ def fit(prepared: Prepared, config: TrainingSettings, params: dict[str, Any] | N
         max_rounds=config.max_rounds,
         early_stopping=config.early_stopping,
     )
-
-
-def fit_candidates(
-    prepared: Prepared, config: TrainingSettings, params: dict[str, Any] | None
-) -> list[Candidate]:
-    """Every configured candidate, fitted on the same training rows and calibrated on validation."""
-    fitted: list[Candidate] = []
-    for kind in config.candidates:
-        if kind == "lightgbm":
-            fitted.append(fit(prepared, config, params))
-        else:
-            categorical = prepared.features.categorical_indices
-            fitted.append(train_linear(*prepared.part("train"), *prepared.part("valid"), categorical))
-    return fitted
-
-
-def cross_validate(
-    prepared: Prepared, config: TrainingSettings, params: dict[str, Any] | None
-) -> dict[str, dict[str, Any]]:
-    """Each candidate's stratified k-fold ROC AUC over the training and validation rows, with a 95%
-    interval (Student's t over the folds), so one lucky split shows as such. The test rows stay
-    out; inside each fold a stratified part of the fitting rows stops LightGBM early. The feature
-    spec is the one fitted on the training rows."""
-    from scipy import stats
-    from sklearn.metrics import roc_auc_score
-
-    if config.cv_folds < 2:
-        return {}
-    rows = np.concatenate([prepared.split.train, prepared.split.valid])
-    labels = prepared.labels[rows]
-    scores: dict[str, list[float]] = {kind: [] for kind in config.candidates}
-    for held in stratified_folds(labels, config.cv_folds, config.seed):
-        fitting = np.setdiff1d(np.arange(len(rows)), held)
-        inner = stratified_split(labels[fitting], valid=config.valid_fraction, test=0.0, seed=config.seed)
-        fold = Prepared(
-            prepared.frame,
-            prepared.labels,
-            Split(rows[fitting[inner.train]], rows[fitting[inner.valid]], rows[held]),
-            prepared.features,
-            prepared.matrix,
-        )
-        x_held, y_held = fold.part("test")
-        for candidate in fit_candidates(fold, config, params):
-            scores[candidate.kind].append(float(roc_auc_score(y_held, candidate.predict_proba(x_held))))
-    spread = stats.t.ppf(0.975, config.cv_folds - 1) / np.sqrt(config.cv_folds)
-    return {
-        kind: {
-            "folds": len(values),
-            "roc_auc_mean": float(np.mean(values)),
-            "roc_auc_low": float(np.mean(values) - spread * np.std(values, ddof=1)),
-            "roc_auc_high": float(np.mean(values) + spread * np.std(values, ddof=1)),
-            "roc_auc_folds": values,
-        }
-        for kind, values in scores.items()
-    }
-
-
-def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarray]:
-    """Row positions of `folds` held-out parts, each with the overall churn rate."""
-    rng = np.random.default_rng(seed)
-    parts: list[list[np.ndarray]] = [[] for _ in range(folds)]
-    for label in (0, 1):
-        shuffled = rng.permutation(np.flatnonzero(labels == label))
-        for index, chunk in enumerate(np.array_split(shuffled, folds)):
-            parts[index].append(chunk)
-    return [np.sort(np.concatenate(chunks)) for chunks in parts]
 
 
 def evaluate(
@@ -285,11 +219,15 @@ def train_and_register(
         prepared = prepare(frame, spec, config)
         params = _tune(prepared, config, trials, tracker, run_id, step) if trials else None
         step("training the candidates: " + ", ".join(config.candidates))
+        from churn_mlops.pipeline.candidates import fit_candidates
+
         candidates = fit_candidates(prepared, config, params)
         step("choosing on validation rows, measuring on test rows")
         model, result = evaluate(prepared, candidates, config)
         if config.cv_folds >= 2:
             step(f"cross-validating the candidates over {config.cv_folds} folds")
+            from churn_mlops.pipeline.candidates import cross_validate
+
             cv = cross_validate(prepared, config, params)
             for entry in result.candidates:
                 entry["cv"] = cv.get(entry["kind"])
