@@ -1,7 +1,8 @@
 # syntax=docker/dockerfile:1
 # churn-mlops images, one target each (docker build --target NAME .):
 #   serving  `churn serve` on the main dependencies only (no MLflow, scikit-learn, Optuna, ...)
-#   jobs     training, monitoring, batch scoring and the loop (adds the jobs extra)
+#   jobs     training, monitoring, batch scoring, the feature store and the loop
+#            (adds the jobs, features and compiled extras)
 #   spark    jobs plus the spark extra and a Java 17 runtime, for `churn batch score --engine spark`
 # Every target installs exactly what uv.lock pins (`uv sync --locked`) into /opt/venv and runs
 # as the unprivileged user 10001:10001 with all state under CHURN_HOME=/var/lib/churn.
@@ -33,21 +34,21 @@ FROM build-base AS build-jobs
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
-    uv sync --locked --no-dev --no-install-project --no-editable --extra jobs
+    uv sync --locked --no-dev --no-install-project --no-editable --extra jobs --extra features --extra compiled
 COPY pyproject.toml uv.lock README.md ./
 COPY src ./src
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable --extra jobs
+    uv sync --locked --no-dev --no-editable --extra jobs --extra features --extra compiled
 
 FROM build-base AS build-spark
 RUN --mount=type=cache,target=/root/.cache/uv \
     --mount=type=bind,source=uv.lock,target=uv.lock \
     --mount=type=bind,source=pyproject.toml,target=pyproject.toml \
-    uv sync --locked --no-dev --no-install-project --no-editable --extra jobs --extra spark
+    uv sync --locked --no-dev --no-install-project --no-editable --extra jobs --extra features --extra compiled --extra spark
 COPY pyproject.toml uv.lock README.md ./
 COPY src ./src
 RUN --mount=type=cache,target=/root/.cache/uv \
-    uv sync --locked --no-dev --no-editable --extra jobs --extra spark
+    uv sync --locked --no-dev --no-editable --extra jobs --extra features --extra compiled --extra spark
 
 # ---- runtime: no uv, no compilers; the virtual environment is copied in, owned by root ----
 FROM ${PYTHON_IMAGE} AS runtime

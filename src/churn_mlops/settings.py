@@ -112,6 +112,9 @@ class BatchSettings(BaseModel):
     horizon_months: float = Field(12.0, gt=0, description="months of revenue at risk")
     value_column: str | None = Field("monthly_charges", description="monthly value per customer")
     spark_master: str = Field("local[*]", description="Spark master URL for --engine spark")
+    compiled: Literal["auto", "on", "off"] = Field(
+        "auto", description="score with trees compiled to native code (auto: where they compile; on: or fail)"
+    )
 
 
 class DriftSettings(BaseModel):
@@ -243,6 +246,20 @@ class LoopSettings(BaseModel):
     max_log_rows: int = Field(500_000, ge=1000, description="newest labelled predictions taken from the log")
 
 
+class FeatureStoreSettings(BaseModel):
+    """The feature store (Feast): point-in-time training sets and online features by customer id."""
+
+    project: str = Field("churn", pattern=r"^[a-z][a-z0-9_]{0,39}$", description="the Feast project")
+    redis_url: str | None = Field(None, description="Redis online store; SQLite under home if unset")
+    registry_url: str | None = Field(
+        None, description="SQL registry (PostgreSQL URL); a file under home if unset"
+    )
+    ttl_days: float = Field(365.0, gt=0, description="how old stored features may be before they are stale")
+    stale: Literal["error", "flag"] = Field(
+        "error", description="a lookup of stale features: a 409 naming their age, or an answer flagged stale"
+    )
+
+
 class Settings(BaseSettings):
     """All settings of churn-mlops; every piece of state lives under `home`."""
 
@@ -258,6 +275,7 @@ class Settings(BaseSettings):
     dashboard: DashboardSettings = DashboardSettings()
     rollout: RolloutSettings = RolloutSettings()
     loop: LoopSettings = LoopSettings()
+    feature_store: FeatureStoreSettings = FeatureStoreSettings()
 
     @property
     def lake_dir(self) -> Path:
@@ -278,6 +296,11 @@ class Settings(BaseSettings):
     def serving_database_url(self) -> str:
         """Where the prediction log and API keys live: a database URL, or SQLite under home."""
         return self.serving.database_url or f"sqlite:///{(self.home / 'serving.db').resolve()}"
+
+    @property
+    def feature_repo_dir(self) -> Path:
+        """The generated Feast feature repository, its registry and its SQLite online store."""
+        return self.home / "features"
 
     @property
     def models_dir(self) -> Path:

@@ -248,7 +248,12 @@ def test_entrypoint_and_cmd_are_a_real_churn_command(stages: dict[str, Stage], t
 
 
 @pytest.mark.parametrize(
-    ("target", "extras"), [("serving", set()), ("jobs", {"jobs"}), ("spark", {"jobs", "spark"})]
+    ("target", "extras"),
+    [
+        ("serving", set()),
+        ("jobs", {"jobs", "features", "compiled"}),
+        ("spark", {"jobs", "features", "compiled", "spark"}),
+    ],
 )
 def test_each_target_installs_the_locked_dependencies_of_its_extras(
     stages: dict[str, Stage], target: str, extras: set[str]

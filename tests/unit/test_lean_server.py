@@ -27,6 +27,9 @@ FORBIDDEN = (
     "alembic",
     "redis",
     "pandera",
+    "feast",
+    "lleaves",
+    "llvmlite",
 )
 JOBS_EXTRA_MODULES = {"scikit-learn": "sklearn", "pandera[polars]": "pandera"}  # where the names differ
 
