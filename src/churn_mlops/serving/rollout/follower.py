@@ -13,11 +13,11 @@ from churn_mlops.errors import ChurnError, first_line
 from churn_mlops.models.artifacts import Predictor
 from churn_mlops.models.catalog import VersionInfo
 from churn_mlops.serving.model import LoadedModel
+from churn_mlops.serving.predlog.table import create_log_engine
 from churn_mlops.serving.rollout.canary import Canary
 from churn_mlops.serving.rollout.shadow import Shadow
 from churn_mlops.serving.rollout.state import SHADOW, ActiveRollout, active_rollout, roll_back, store_counts
 from churn_mlops.settings import RolloutSettings
-from churn_mlops.sql import create_engine
 
 logger = logging.getLogger(__name__)
 Loader = Callable[[str], tuple[VersionInfo, Predictor]]
@@ -29,7 +29,7 @@ class Rollouts:
     def __init__(
         self, url: str, loader: Loader, *, guards: RolloutSettings | None = None, timeout: float = 5.0
     ) -> None:
-        self.engine = create_engine(url, timeout)
+        self.engine = create_log_engine(url, timeout)  # the shadow writes beside the log, as it does
         self.loader = loader
         self.guards = guards or RolloutSettings()
         self.poll_seconds = self.guards.poll_seconds
