@@ -210,6 +210,12 @@ class RolloutSettings(BaseModel):
     poll_seconds: float = Field(
         2.0, gt=0, le=60, description="how often each server reads the rollout in force"
     )
+    min_labels: int = Field(
+        200, ge=10, description="labelled customers each model needs before the realised guard judges"
+    )
+    max_auc_drop: float = Field(
+        0.05, gt=0, le=1, description="realised ROC AUC the canary may trail the champion by"
+    )
 
 
 class DashboardSettings(BaseModel):

@@ -229,3 +229,62 @@ def test_a_failing_canary_is_rolled_back_with_no_failed_request(two_versions) ->
     assert (alert.severity, alert.state) == ("critical", "firing")
     assert "rolled back" in alert.message
     assert page["model"]["rollout"]["outcome"] == "rolled back"  # the dashboard's model panel says so
+
+
+def test_a_canary_whose_realised_roc_auc_trails_the_champions_is_rolled_back_by_monitoring(
+    two_versions,
+) -> None:  # type: ignore[no-untyped-def]
+    from datetime import UTC, datetime, timedelta
+
+    from churn_mlops.monitoring.job import run_monitor
+    from churn_mlops.monitoring.store import MonitorStore
+
+    home, settings = two_versions
+    headers = {"X-API-Key": home.predict_key}
+    guarded = settings.model_copy(update={"rollout": RolloutSettings(min_labels=20, max_auc_drop=0.05)})
+    with TestClient(create_app(guarded)) as client:
+        rollouts = client.app.state.services.rollouts  # type: ignore[attr-defined]
+        start_rollout(guarded, mode="canary", model="2", fraction=0.5, actor="user:test")
+        _wait(lambda: rollouts.canary is not None)
+        customers = [
+            {**c, "customer_id": f"{c['customer_id']}-{k}"} for k in range(4) for c in home.customers
+        ]
+        answers = [client.post("/predict", json=c, headers=headers).json() for c in customers]
+    time.sleep(0.01)
+    # Outcomes that arrive later: the champion's customers churned where it scored them high, the
+    # canary's where it scored them low, so the canary ranks its customers the wrong way round.
+    median = float(np.median([a["churn_probability"] for a in answers]))
+    churned = [(a["churn_probability"] >= median) == (a["model_version"] == "1") for a in answers]
+    outcomes = pl.DataFrame(
+        {
+            "customer_id": [a["customer_id"] for a in answers],
+            "churned": churned,
+            "observed_ms": [int(time.time() * 1000)] * len(answers),
+        }
+    )
+    store = MonitorStore(guarded.serving_database_url)
+    store.outcomes.add_labels(outcomes, "test outcomes")
+    store.close()
+
+    later = datetime.now(UTC) + timedelta(minutes=2)  # past the log's commit lag
+    summary = run_monitor(guarded, load_spec(), now=later)
+
+    canary = summary["canary"]
+    assert canary["models"]["champion"]["roc_auc"] > 0.9
+    assert canary["models"]["challenger"]["roc_auc"] < 0.1
+    assert min(m["labelled"] for m in canary["models"].values()) >= 20
+    assert "realised ROC AUC" in canary["rolled_back"]
+    status = rollout_status(guarded)
+    assert (status["rollout"]["outcome"], status["rollout"]["ended_by"]) == ("rolled back", "guard")
+    assert (
+        status["models"]["challenger"]["realised_roc_auc"] < status["models"]["champion"]["realised_roc_auc"]
+    )
+    engine = sa.create_engine(guarded.serving_database_url)
+    with engine.connect() as connection:
+        severity = connection.execute(
+            sa.text(
+                "SELECT severity FROM alerts WHERE rule = 'canary_rollback' AND message LIKE '%realised%'"
+            )
+        ).scalar_one()
+    engine.dispose()
+    assert severity == "critical"

@@ -54,3 +54,21 @@ def test_shifted_scores_stop_the_canary() -> None:
     canary = _canary()
     _answer(canary, np.random.default_rng(2), 500, shift=0.35)
     assert "canary scores drifted from the champion's" in str(canary.verdict(GUARDS))
+
+
+def _realised(labelled: int, roc_auc: float | None) -> dict[str, object]:
+    return {"version": "x", "labelled": labelled, "roc_auc": roc_auc}
+
+
+def test_the_realised_guard_waits_for_enough_outcomes_of_both_classes_then_judges_the_gap() -> None:
+    from churn_mlops.monitoring.canary import realised_verdict
+
+    guards = RolloutSettings(min_labels=100, max_auc_drop=0.05)
+    assert realised_verdict(_realised(500, 0.85), _realised(99, 0.50), guards) is None  # too few yet
+    assert realised_verdict(_realised(500, 0.85), _realised(100, None), guards) is None  # one class only
+    assert realised_verdict(_realised(500, 0.85), _realised(100, 0.80), guards) is None  # within the limit
+    assert realised_verdict(_realised(500, 0.80), _realised(100, 0.90), guards) is None  # better
+    reason = realised_verdict(_realised(500, 0.85), _realised(100, 0.79), guards)
+    assert reason is not None
+    assert "0.790" in reason
+    assert "0.850" in reason

@@ -68,6 +68,7 @@ def run_command(
         summary["windows"], f"Windows computed ({summary['predictions_read']:,} new predictions read)"
     )
     _alert_changes(summary["alerts"])
+    _canary_line(summary["canary"])
     sent = summary["notifications"]
     if sent["sent"] or sent["failed"]:
         typer.echo(f"webhooks: {sent['sent']} sent, {sent['failed']} failed (retried next run)", err=True)
@@ -212,6 +213,20 @@ def _windows_table(results: list[dict[str, Any]], title: str) -> None:
         )
     columns = ["window", "model", "predictions", "drift share", "drifted features", "score PSI"]
     table(title, [*columns, "ROC AUC realised", "estimated", "label coverage"], rows)
+
+
+def _canary_line(canary: dict[str, Any] | None) -> None:
+    """The running canary's realised ROC AUC against the champion's, and a rollback if it came to that."""
+    if canary is None:
+        return
+    models = canary["models"]
+    figures = ", ".join(
+        f"{name} v{m['version']} {_num(m['roc_auc'])} on {m['labelled']:,} labelled"
+        for name, m in models.items()
+    )
+    typer.echo(f"canary, realised ROC AUC: {figures}", err=True)
+    if canary["rolled_back"]:
+        typer.echo(f"canary v{canary['version']} rolled back: {canary['rolled_back']}", err=True)
 
 
 def _alert_changes(alerts: list[dict[str, Any]]) -> None:

@@ -11,7 +11,15 @@ from churn_mlops.cli.output import ChurnGroup, err, print_json, table
 from churn_mlops.cli.registry import actor
 from churn_mlops.settings import get_settings
 
-FIGURES = ("mean_probability", "decision_rate", "p99_ms", "agreement", "mean_abs_difference")
+FIGURES = (
+    "mean_probability",
+    "decision_rate",
+    "p99_ms",
+    "agreement",
+    "mean_abs_difference",
+    "realised_roc_auc",
+    "labelled",
+)
 app = typer.Typer(
     cls=ChurnGroup,
     help="Rollouts: shadow a model, or let it answer a share of customers.",
@@ -77,10 +85,14 @@ def status_command(as_json: JsonOption = False) -> None:
         "model",
         "version",
         "requests",
+        "errors",
         "mean probability",
         "decision rate",
+        "p99 ms",
         "agreement",
         "mean |diff|",
+        "realised ROC AUC",
+        "labelled",
     ]
     table("Rollout", columns, rows)
 
@@ -110,4 +122,6 @@ def stop_command(as_json: JsonOption = False) -> None:
 
 
 def _round(value: float | None) -> str:
+    if isinstance(value, int):
+        return f"{value:,}"
     return "-" if value is None else f"{value:.4f}"

@@ -18,6 +18,7 @@ import polars as pl
 from churn_mlops.data.spec import DatasetSpec, Kind
 from churn_mlops.monitoring import tables
 from churn_mlops.monitoring.alerts import alert_json, notify, update_alerts
+from churn_mlops.monitoring.canary import judge_canary
 from churn_mlops.monitoring.profile import Slices, build_profile, slice_keys
 from churn_mlops.monitoring.reference import Reference
 from churn_mlops.monitoring.registry import References
@@ -54,6 +55,7 @@ def run_monitor(
             ]
             changed = update_alerts(store, settings, kind, now)
             _log_fired(changed)
+            canary = judge_canary(store, settings, now)  # its rollback alert goes out below
             sent = notify(store, settings)
             with store.engine.begin() as connection:
                 store.set_state(connection, tables.LAST_RUN, now.isoformat(timespec="seconds"))
@@ -65,6 +67,7 @@ def run_monitor(
         "windows": windows,
         "alerts": [alert_json(a) for a in changed],
         "notifications": sent,
+        "canary": canary,
     }
 
 

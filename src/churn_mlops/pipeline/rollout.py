@@ -107,6 +107,8 @@ def rollout_status(settings: Settings) -> dict[str, Any]:
         if rollout["mode"] == CANARY:  # the champion's decision on the canary's customers, taken beside it
             models["challenger"]["agreement"] = (counted[2] or 0) / counted[0] if counted[0] else None
         models["champion"]["errors"] = _server_errors(connection, rollout)
+    if rollout["mode"] == CANARY:
+        _add_realised(settings, rollout, models)
     return {"running": rollout["ended_at"] is None, "rollout": rollout, "models": models}
 
 
@@ -140,6 +142,21 @@ def _shadow_models(connection: sa.Connection, rollout: dict[str, Any]) -> dict[s
             "mean_abs_difference": figures[6],
         },
     }
+
+
+def _add_realised(settings: Settings, rollout: dict[str, Any], models: dict[str, Any]) -> None:
+    """Each model's realised ROC AUC on its answers whose outcomes arrived (`churn labels ingest`)."""
+    from churn_mlops.monitoring.canary import realised
+    from churn_mlops.monitoring.store import MonitorStore
+
+    until = datetime.fromisoformat(rollout["ended_at"]) if rollout["ended_at"] else datetime.now(UTC)
+    store = MonitorStore(settings.serving_database_url)
+    try:
+        for figures in models.values():
+            found = realised(store, settings, figures["version"], rollout["started_at"], until)
+            figures |= {"labelled": found["labelled"], "realised_roc_auc": found["roc_auc"]}
+    finally:
+        store.close()
 
 
 def _server_errors(connection: sa.Connection, rollout: dict[str, Any]) -> int:

@@ -66,18 +66,21 @@ class ActiveRollout:
     model_version: str
     champion_version: str
     fraction: float
+    started_at: str
 
 
 def active_rollout(connection: sa.Connection) -> ActiveRollout | None:
     """The rollout that has started and not ended, if any."""
     r = rollouts
     row = connection.execute(
-        sa.select(r.c.id, r.c.mode, r.c.model_version, r.c.champion_version, r.c.fraction)
+        sa.select(r.c.id, r.c.mode, r.c.model_version, r.c.champion_version, r.c.fraction, r.c.started_at)
         .where(r.c.ended_at.is_(None))
         .order_by(r.c.id.desc())
         .limit(1)
     ).first()
-    return None if row is None else ActiveRollout(int(row[0]), row[1], row[2], row[3], float(row[4]))
+    if row is None:
+        return None
+    return ActiveRollout(int(row[0]), row[1], row[2], row[3], float(row[4]), row[5])
 
 
 def store_counts(engine: sa.Engine, rollout_id: int, answered: int, failed: int, agreed: int = 0) -> None:
