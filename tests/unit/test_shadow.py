@@ -20,6 +20,8 @@ class TenureModel:
     """A stand-in for the shadow's Predictor (its one port here): probability = tenure / 100."""
 
     def predict(self, columns: Mapping[str, Sequence[Any]]) -> tuple[np.ndarray, np.ndarray]:
+        if None in columns["tenure"]:
+            raise ValueError("tenure is missing")
         probabilities = np.asarray(columns["tenure"], dtype=float) / 100
         return probabilities, (probabilities >= 0.5).astype(np.int8)
 
@@ -83,3 +85,16 @@ def test_scores_that_cannot_be_stored_are_counted_as_skipped(engine: sa.Engine) 
     shadow.offer(*_request("a", 10, 20))
     shadow.close()
     assert (shadow.scored, shadow.skipped) == (0, 2)
+
+
+def test_a_shadow_that_cannot_score_some_customers_skips_them_and_scores_the_next(
+    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(shadow_module, "SCORE_CHUNK", 1)
+    shadow = Shadow(engine, "2", cast(Predictor, TenureModel()))
+    bad = ("bad", [{"customer_id": "x", "tenure": None}], _request("bad", 0)[2])  # the model raises
+    for request in (_request("a", 10), bad, _request("c", 30)):
+        shadow.offer(*request)
+    shadow.close()
+    assert [row[0] for row in _stored(engine)] == ["a-0", "c-0"]
+    assert (shadow.scored, shadow.skipped) == (2, 1)

@@ -13,14 +13,15 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from churn_mlops.errors import ChurnError, first_line
+from churn_mlops.errors import first_line
 from churn_mlops.models.artifacts import Predictor
 from churn_mlops.serving.rollout.state import shadow_predictions
 
 logger = logging.getLogger(__name__)
 PENDING_REQUESTS = 10_000  # requests waiting for the shadow; beyond this their customers are skipped
 LINGER_SECONDS = 0.05  # how often the shadow thread takes what was handed over
-CHUNK = 256  # customers scored and stored at a time; the server's loop gets the GIL between chunks
+SCORE_CHUNK = 64  # customers scored at a time: the GIL is never held for long (about half a ms)
+STORE_ROWS = 1024  # scores stored in one transaction
 
 Handed = tuple[str, Sequence[Mapping[str, Any]], Sequence[dict[str, Any]]]
 
@@ -29,13 +30,15 @@ class Shadow:
     """Scores handed-over requests with the shadow model on its own thread and stores the scores.
 
     The hand-over is one append to a deque, atomic under the GIL: no lock and no wake-up on the
-    request path. The thread wakes every `LINGER_SECONDS`, takes what is there and scores it in
-    chunks, one scoring and one insert each, yielding the GIL between them. Where the OS allows,
-    the thread runs at idle priority: it uses only CPU time that the answers leave over, so a
-    saturated server skips shadow scores (counted) rather than answering slower.
+    request path. The thread wakes every `LINGER_SECONDS`, takes what is there, scores it in small
+    chunks, yielding the GIL between them, and stores the scores in large inserts. Where the OS
+    allows, the thread runs at idle priority: it uses only CPU time that the answers leave over,
+    so a saturated server skips shadow scores (counted) rather than answering slower.
     """
 
-    def __init__(self, engine: sa.Engine, version: str, predictor: Predictor, batch: int = CHUNK) -> None:
+    def __init__(
+        self, engine: sa.Engine, version: str, predictor: Predictor, batch: int = STORE_ROWS
+    ) -> None:
         self.engine, self.version, self.predictor, self.batch = engine, version, predictor, batch
         self.scored = self.skipped = 0
         self._pending: deque[Handed] = deque()
@@ -68,44 +71,64 @@ class Shadow:
         self._drain()
 
     def _drain(self) -> None:
-        """Score everything pending now, a chunk of about `batch` customers at a time."""
+        """Score everything pending: `SCORE_CHUNK` customers at a time, yielding the GIL between
+        chunks, and store their scores up to `batch` rows to a transaction."""
         while self._pending:
-            items, customers = [], 0
-            while self._pending and customers < self.batch:
-                item = self._pending.popleft()
-                items.append(item)
-                customers += len(item[1])
-            self._score(items)
-            time.sleep(0)  # let the server's event loop take the GIL between chunks
+            rows: list[tuple[Any, ...]] = []
+            while self._pending and len(rows) < self.batch:
+                rows += self._score(self._take(SCORE_CHUNK))
+                time.sleep(0)  # a waiting event loop takes the GIL here, not a switch interval later
+            self._store(rows)
 
-    def _score(self, items: list[Handed]) -> None:
+    def _take(self, customers: int) -> list[Handed]:
+        """Pending requests holding about `customers` customers, oldest first."""
+        items: list[Handed] = []
+        taken = 0
+        while self._pending and taken < customers:
+            item = self._pending.popleft()
+            items.append(item)
+            taken += len(item[1])
+        return items
+
+    def _score(self, items: list[Handed]) -> list[tuple[Any, ...]]:
+        """The shadow's rows for these requests' customers, beside the champion's answers."""
         records = [record for _, batch, _ in items for record in batch]
         answers = [answer for _, _, found in items for answer in found]
         try:
             columns = {name: [record.get(name) for record in records] for name in records[0]}
             probabilities, decisions = self.predictor.predict(columns)
-            now = datetime.now(UTC).isoformat(timespec="milliseconds")
-            rows = [
-                (
-                    answer["request_id"],
-                    now,
-                    self.version,
-                    float(p),
-                    int(d),
-                    answer["model_version"],
-                    float(answer["churn_probability"]),
-                    int(answer["prediction"]),
-                )
-                for answer, p, d in zip(answers, probabilities, decisions, strict=True)
-            ]
+        except Exception as exc:  # a shadow that cannot score, for whatever reason, stays off the answers
+            self._skip(len(records), exc)
+            return []
+        now = datetime.now(UTC).isoformat(timespec="milliseconds")
+        return [
+            (
+                answer["request_id"],
+                now,
+                self.version,
+                float(p),
+                int(d),
+                answer["model_version"],
+                float(answer["churn_probability"]),
+                int(answer["prediction"]),
+            )
+            for answer, p, d in zip(answers, probabilities, decisions, strict=True)
+        ]
+
+    def _store(self, rows: list[tuple[Any, ...]]) -> None:
+        if not rows:
+            return
+        try:
             with self.engine.begin() as connection:  # the driver's executemany: no per-row compiling
                 connection.exec_driver_sql(self._insert, rows)
-            self.scored += len(rows)
-        except (ChurnError, sa.exc.SQLAlchemyError, ValueError) as exc:
-            self.skipped += len(records)
-            logger.warning(
-                "shadow v%s: %d scores not stored: %s", self.version, len(records), first_line(exc)
-            )
+        except sa.exc.SQLAlchemyError as exc:
+            self._skip(len(rows), exc)
+            return
+        self.scored += len(rows)
+
+    def _skip(self, customers: int, exc: Exception) -> None:
+        self.skipped += customers
+        logger.warning("shadow v%s: %d scores not stored: %s", self.version, customers, first_line(exc))
 
 
 def _idle_priority() -> None:
