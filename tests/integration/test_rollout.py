@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import polars as pl
@@ -40,6 +43,16 @@ def two_versions(tmp_path_factory: pytest.TempPathFactory) -> tuple[TrainedHome,
     outcome = train_and_register(lake.read(version), version, load_spec(), strict)
     assert (outcome.version.version, outcome.decision.promote) == ("2", False)
     return home, Settings(home=home.home)
+
+
+@contextmanager
+def _serving_a_canary(settings: Settings, fraction: float) -> Iterator[tuple[TestClient, Any]]:
+    """A server (test client) whose rollouts follow a canary of v2 answering `fraction`."""
+    with TestClient(create_app(settings)) as client:
+        rollouts = client.app.state.services.rollouts  # type: ignore[attr-defined]
+        start_rollout(settings, mode="canary", model="2", fraction=fraction, actor="user:test")
+        _wait(lambda: rollouts.canary is not None)
+        yield client, rollouts
 
 
 def _wait(condition, seconds: float = 10.0) -> None:  # type: ignore[no-untyped-def]
@@ -132,10 +145,7 @@ def test_a_canary_answers_its_share_of_customers_the_same_way_every_time(two_ver
     headers = {"X-API-Key": home.predict_key}
     customers = home.customers[:20]
     assert all(c.get("customer_id") for c in customers)
-    with TestClient(create_app(settings)) as client:
-        rollouts = client.app.state.services.rollouts  # type: ignore[attr-defined]
-        start_rollout(settings, mode="canary", model="2", fraction=0.5, actor="user:test")
-        _wait(lambda: rollouts.canary is not None)
+    with _serving_a_canary(settings, 0.5) as (client, rollouts):
         first = [client.post("/predict", json=c, headers=headers).json() for c in customers]
         again = client.post("/predict/batch", json=customers, headers=headers).json()["predictions"]
         _wait(lambda: rollout_status(settings)["models"]["challenger"].get("agreement") is not None)
@@ -198,10 +208,7 @@ def test_a_failing_canary_is_rolled_back_with_no_failed_request(two_versions) ->
     home, settings = two_versions
     headers = {"X-API-Key": home.predict_key}
     guarded = settings.model_copy(update={"rollout": RolloutSettings(min_requests=20, poll_seconds=0.2)})
-    with TestClient(create_app(guarded)) as client:
-        rollouts = client.app.state.services.rollouts  # type: ignore[attr-defined]
-        start_rollout(guarded, mode="canary", model="2", fraction=0.9, actor="user:test")
-        _wait(lambda: rollouts.canary is not None)
+    with _serving_a_canary(guarded, 0.9) as (client, rollouts):
         real = rollouts.canary.model
         rollouts.canary.model = _FailingModel(real.info, real.predictor, real.loaded_at)
         answers = []
@@ -242,10 +249,7 @@ def test_a_canary_whose_realised_roc_auc_trails_the_champions_is_rolled_back_by_
     home, settings = two_versions
     headers = {"X-API-Key": home.predict_key}
     guarded = settings.model_copy(update={"rollout": RolloutSettings(min_labels=20, max_auc_drop=0.05)})
-    with TestClient(create_app(guarded)) as client:
-        rollouts = client.app.state.services.rollouts  # type: ignore[attr-defined]
-        start_rollout(guarded, mode="canary", model="2", fraction=0.5, actor="user:test")
-        _wait(lambda: rollouts.canary is not None)
+    with _serving_a_canary(guarded, 0.5) as (client, _):
         customers = [
             {**c, "customer_id": f"{c['customer_id']}-{k}"} for k in range(4) for c in home.customers
         ]
