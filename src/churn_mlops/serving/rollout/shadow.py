@@ -40,7 +40,8 @@ class Shadow:
         self, engine: sa.Engine, version: str, predictor: Predictor, batch: int = STORE_ROWS
     ) -> None:
         self.engine, self.version, self.predictor, self.batch = engine, version, predictor, batch
-        self.scored = self.skipped = 0
+        self.scored = self.failed = 0  # written by the shadow's thread only
+        self.dropped = 0  # written by the request path only: no count is lost to a race
         self._pending: deque[Handed] = deque()
         self._closing = threading.Event()
         self._insert = _insert_statement(engine, shadow_predictions)
@@ -55,9 +56,14 @@ class Shadow:
         Past `PENDING_REQUESTS` waiting, the request's customers are skipped and counted.
         """
         if len(self._pending) >= PENDING_REQUESTS:
-            self.skipped += len(records)
+            self.dropped += len(records)
             return
         self._pending.append((request_id, records, answers))
+
+    @property
+    def skipped(self) -> int:
+        """Customers handed over whose shadow scores were not stored: dropped or failed."""
+        return self.dropped + self.failed
 
     def close(self, timeout: float = 5.0) -> None:
         """Score what is pending, then stop the thread."""
@@ -127,7 +133,7 @@ class Shadow:
         self.scored += len(rows)
 
     def _skip(self, customers: int, exc: Exception) -> None:
-        self.skipped += customers
+        self.failed += customers
         logger.warning("shadow v%s: %d scores not stored: %s", self.version, customers, first_line(exc))
 
 
