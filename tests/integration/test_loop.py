@@ -222,3 +222,31 @@ def test_schedule_says_only_what_is_wrong_with_a_bad_cron_expression() -> None:
 def test_run_once_runs_churn_in_a_child_process() -> None:
     assert run_once(["--help"]) == 0
     assert run_once(["no-such-command"]) == 2
+
+
+def test_a_champion_trained_on_snapshots_over_time_keeps_each_customers_newest_row(
+    tmp_path: Path, spec: DatasetSpec
+) -> None:
+    from churn_mlops.data.history import history
+    from churn_mlops.data.ingest import ingest
+    from churn_mlops.data.sinks import write_frames
+    from churn_mlops.data.sources import Source
+    from churn_mlops.pipeline.training import train_and_register
+
+    settings = Settings(
+        home=tmp_path / "churn-home", serving={"database_url": f"sqlite:///{tmp_path / 'serving.db'}"}
+    )
+    snapshots = tmp_path / "snapshots.parquet"
+    write_frames(history(600, days=60, seed=5), Source(str(snapshots)))
+    lake = Lake(settings.lake_dir)
+    ingested = ingest(Source(str(snapshots)), spec, lake=lake, quarantine_dir=settings.quarantine_dir)
+    assert ingested.version is not None
+    trained_on = lake.read(ingested.version)
+    assert trained_on.height > trained_on["customer_id"].n_unique()  # several snapshots a customer
+    train_and_register(trained_on, ingested.version, spec, settings)
+    simulated = drifted_traffic(settings, spec, seed=2)
+
+    result = run_loop(settings, spec)
+
+    assert result.outcome in EXIT_CODES, result.reason
+    assert result.rows == {"labelled": simulated["labels"], "kept": trained_on["customer_id"].n_unique()}

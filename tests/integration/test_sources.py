@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
 import pytest
 import sqlalchemy as sa
 
+from churn_mlops.data.history import history
 from churn_mlops.data.ingest import ingest
 from churn_mlops.data.lake import Lake
 from churn_mlops.data.sinks import write_frames
@@ -142,3 +144,29 @@ def test_without_recovery_a_malformed_record_still_fails_the_read(tmp_path: Path
     (tmp_path / "bad.csv").write_bytes(b"a,b\n1,2\n3,4,5\n")
     with pytest.raises(SourceError, match=r"bad\.csv: cannot read as CSV"):
         read_source(Source(str(tmp_path / "bad.csv")))
+
+
+@pytest.mark.postgres
+def test_a_history_lands_as_one_version_with_text_or_typed_timestamps(
+    spec: DatasetSpec, tmp_path: Path, postgres_engine: sa.Engine, postgres_table: str
+) -> None:
+    text = pl.concat(list(history(200, days=40, seed=2, end=datetime(2026, 3, 1, tzinfo=UTC))))
+    typed = text.with_columns(pl.col("snapshot_at", "churn_observed_at").str.to_datetime(time_zone="UTC"))
+    text.write_csv(tmp_path / "history.csv")
+    typed.write_parquet(tmp_path / "history.parquet")
+    postgres_url = postgres_engine.url.render_as_string(hide_password=False)
+    write_frames([text], Source(postgres_url, table=postgres_table))
+    with postgres_engine.begin() as connection:
+        for column in ("snapshot_at", "churn_observed_at"):
+            to_timestamp = f"TYPE timestamptz USING {column}::timestamptz"
+            connection.execute(sa.text(f"ALTER TABLE {postgres_table} ALTER COLUMN {column} {to_timestamp}"))
+    sources = [
+        Source(str(tmp_path / "history.csv")),
+        Source(str(tmp_path / "history.parquet")),
+        Source(postgres_url, table=postgres_table),
+    ]
+    versions = [_version(s, spec, tmp_path / "home") for s in sources]
+    assert len(set(versions)) == 1, versions
+    (version,) = Lake(tmp_path / "home" / "lake").versions()
+    assert version.manifest.rows == text.height
+    assert version.manifest.columns[:2] == ["customer_id", "snapshot_at"]

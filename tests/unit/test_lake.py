@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import polars as pl
@@ -66,3 +67,15 @@ def test_a_version_is_complete_or_absent(tmp_path: Path) -> None:
     version = _write(Lake(tmp_path), FRAME)
     assert sorted(p.name for p in version.path.iterdir()) == ["data.parquet", "manifest.json"]
     assert not list(version.path.parent.glob(".staging-*"))
+
+
+def test_snapshot_times_are_part_of_a_versions_content(tmp_path: Path) -> None:
+    base = pl.DataFrame({"customer_id": ["a", "a"], "tenure": [1, 2]})
+    times = [datetime(2026, 1, 1, tzinfo=UTC), datetime(2026, 2, 1, tzinfo=UTC)]
+    first = base.with_columns(pl.Series("snapshot_at", times, dtype=pl.Datetime("us", "UTC")))
+    later = base.with_columns(pl.Series("snapshot_at", times[::-1], dtype=pl.Datetime("us", "UTC")))
+    assert content_hash(first) == content_hash(first.clone())
+    assert content_hash(first) != content_hash(later)
+    lake = Lake(tmp_path)
+    stored = lake.read(_write(lake, first))
+    assert stored.equals(first), "the lake keeps the snapshots and their times"

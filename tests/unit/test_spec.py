@@ -46,6 +46,18 @@ def test_digest_changes_with_the_contract() -> None:
     assert parse_spec(MINIMAL).digest() != parse_spec(changed).digest()
 
 
+def test_timestamps_are_optional_and_keep_an_old_specs_digest(spec: DatasetSpec) -> None:
+    plain = parse_spec(MINIMAL)
+    assert plain.event_time is None
+    assert plain.time_columns == ()
+    assert parse_spec(MINIMAL + "event_time: null\n").digest() == plain.digest()
+    timed = parse_spec(MINIMAL + "event_time: {name: as_of, raw: AsOf}\n")
+    assert timed.time_columns == ("as_of",)
+    assert timed.digest() != plain.digest()
+    assert spec.time_columns == ("snapshot_at", "churn_observed_at")
+    assert "snapshot_at" not in spec.columns, "times are not features"
+
+
 @pytest.mark.parametrize(
     ("text", "message"),
     [
@@ -57,6 +69,9 @@ def test_digest_changes_with_the_contract() -> None:
         (MINIMAL.replace("name: country", "name: age"), "used twice: age"),
         (MINIMAL.replace("type: boolean", "type: flag"), "features.2.type"),
         (MINIMAL + "colour: blue\n", "colour"),
+        (MINIMAL + "label_time: {name: seen_at}\n", "label_time needs an event_time"),
+        (MINIMAL + "event_time: {name: age}\n", "used twice: age"),
+        (MINIMAL + "event_time: {name: At}\n", "event_time.name"),
     ],
 )
 def test_a_bad_spec_names_the_problem(text: str, message: str) -> None:

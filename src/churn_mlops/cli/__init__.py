@@ -7,7 +7,7 @@ import os
 
 import typer
 
-from churn_mlops.cli import batch, dashboard, data, keys, loop, monitor, pipeline, registry, rollout
+from churn_mlops.cli import batch, dashboard, data, features, keys, loop, monitor, pipeline, registry, rollout
 from churn_mlops.cli.output import ChurnGroup
 from churn_mlops.cli.serve import serve_command
 from churn_mlops.cli.train import train_command
@@ -31,6 +31,7 @@ app.add_typer(monitor.labels_app, name="labels")
 app.add_typer(dashboard.app, name="dashboard")
 app.add_typer(loop.app, name="loop")
 app.add_typer(rollout.app, name="rollout")
+app.add_typer(features.app, name="features")
 app.command("simulate")(monitor.simulate_command)
 app.command("serve")(serve_command)
 app.command("train")(train_command)

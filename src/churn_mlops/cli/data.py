@@ -19,6 +19,10 @@ from churn_mlops.cli.output import ChurnGroup, print_json, progress, status, tab
 from churn_mlops.settings import get_settings
 
 if TYPE_CHECKING:
+    from collections.abc import Iterator
+
+    import polars as pl
+
     from churn_mlops.data.ingest import IngestResult
     from churn_mlops.data.lake import LakeVersion
 
@@ -45,22 +49,56 @@ def generate_command(
         float, typer.Option(min=0, max=1, help="Fraction of rows to break on purpose.")
     ] = 0.0,
     force: Annotated[bool, typer.Option(help="Replace an existing file or table.")] = False,
+    days: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Write each customer's history over this many days: snapshots with snapshot_at, "
+            "and the churn label with churn_observed_at (0: one row per customer, no times).",
+        ),
+    ] = 0,
+    end: Annotated[
+        str | None,
+        typer.Option(help="With --days: the history ends here (ISO date; default today 00:00 UTC)."),
+    ] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Write synthetic Telco-schema customers with a realistic churn signal."""
     from churn_mlops.data.sinks import write_frames
     from churn_mlops.data.sources import Source
-    from churn_mlops.data.synthetic import generate
 
     target = Source(output, table=table_name)
-    with progress("generating customers", total=rows) as advance:
-        frames = generate(rows, seed=seed, drift=drift, bad_fraction=bad_fraction)
+    if days and (drift or bad_fraction):
+        raise typer.BadParameter(
+            "--days does not combine with --drift or --bad-fraction", param_hint="--days"
+        )
+    frames = _customer_frames(rows, seed, drift, bad_fraction, days, end)
+    with progress("generating customers" if not days else "generating snapshots") as advance:
         written = write_frames(frames, target, overwrite=force, progress=advance)
-    summary = {"rows": written, "output": target.describe(), "seed": seed, "drift": drift}
+    summary = {"rows": written, "customers": rows, "days": days, "output": target.describe(), "seed": seed}
     if as_json:
-        print_json(summary)
+        print_json(summary | {"drift": drift})
+    elif days:
+        typer.echo(f"wrote {written} snapshots of {rows} customers over {days} days to {target.describe()}")
     else:
         typer.echo(f"wrote {written} customers to {target.describe()}")
+
+
+def _customer_frames(
+    rows: int, seed: int, drift: float, bad_fraction: float, days: int, end: str | None
+) -> Iterator[pl.DataFrame]:
+    if not days:
+        from churn_mlops.data.synthetic import generate
+
+        return generate(rows, seed=seed, drift=drift, bad_fraction=bad_fraction)
+    from churn_mlops.data.history import history
+    from churn_mlops.data.timestamps import parse_date
+
+    try:
+        until = parse_date(end) if end else None
+    except ValueError as exc:
+        raise typer.BadParameter(f"not an ISO date: {end!r}", param_hint="--end") from exc
+    return history(rows, days=days, seed=seed, end=until)
 
 
 @app.command("ingest")

@@ -11,7 +11,7 @@ from pathlib import Path
 from churn_mlops.data.lake import Lake, LakeVersion
 from churn_mlops.data.sources import Source, read_source
 from churn_mlops.data.spec import DatasetSpec
-from churn_mlops.data.validation import ValidationReport, ValidationResult, validate
+from churn_mlops.data.validation import ValidationReport, ValidationResult, snapshot_key, validate
 from churn_mlops.errors import DataValidationError
 
 
@@ -48,13 +48,13 @@ def ingest(
 ) -> IngestResult:
     """Validate a source and store its valid rows as a lake version (found again if it exists).
 
-    Rows are stored sorted by id: a customer table is a set, and a database returns it in any
-    order, so the version depends only on which customers it holds.
+    Rows are stored sorted by id (and snapshot time, for a table with history): a customer table
+    is a set, and a database returns it in any order, so the version depends only on what it holds.
     """
     result = _validate(source, spec, require_target)
     quarantine_path = _quarantine(result, quarantine_dir, spec)
     version = lake.write(
-        result.valid.sort(spec.id.name),
+        result.valid.sort(snapshot_key(spec, result.valid.columns)),
         dataset=spec.name,
         source=source.describe(),
         spec=spec.name,

@@ -75,6 +75,8 @@ def _value_buffers(column: pl.Series) -> list[memoryview | bytes]:
         return [memoryview(b) for b in array.buffers()[1:] if b is not None]
     if column.dtype == pl.Boolean:
         return [_raw_bytes(column.fill_null(False).cast(pl.UInt8).to_numpy())]
+    if column.dtype.is_temporal():  # snapshot and label times: their integer ticks (the unit is in the name)
+        column = column.to_physical()
     return [_raw_bytes(column.fill_null(0).to_numpy())]
 
 

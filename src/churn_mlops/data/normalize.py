@@ -2,8 +2,9 @@
 
 Vectorised, in phases that each compute a column once: raw names are mapped to canonical ones,
 text is trimmed and blanks become nulls, then yes/no and 0/1 flags become booleans and numbers
-are parsed, then every check gives a boolean mask. A value that cannot be converted becomes
-null and is reported as an issue for its row; messages are written only for the flagged rows.
+are parsed (timestamps too, where the spec names them and the source has them), then every
+check gives a boolean mask. A value that cannot be converted becomes null and is reported as
+an issue for its row; messages are written only for the flagged rows.
 A text column whose distinct values are all known, already-trimmed categories or yes/no
 spellings skips trimming (and lower-casing): same result, less work.
 """
@@ -16,6 +17,7 @@ from dataclasses import dataclass, replace
 import polars as pl
 
 from churn_mlops.data.spec import ColumnSpec, DatasetSpec, IdSpec, Kind
+from churn_mlops.data.timestamps import TIMESTAMP, from_temporal, is_temporal, parse_text
 from churn_mlops.errors import DataValidationError
 
 ROW = "_row"
@@ -78,11 +80,19 @@ def resolve_columns(columns: list[str], spec: DatasetSpec, *, require_target: bo
     present = set(columns)
     found = {c.name: next((n for n in c.source_names if n in present), None) for c in wanted}
     missing = [c.source_names[0] for c in wanted if found[c.name] is None]
+    found |= _time_columns(present, spec)
     if missing:
         shown = ", ".join(missing[:6]) + (f" and {len(missing) - 6} more" if len(missing) > 6 else "")
         hint = " (data without labels: pass --unlabelled)" if found.get(spec.target.name, "") is None else ""
         seen = ", ".join(columns[:6]) + (", ..." if len(columns) > 6 else "")
         raise DataValidationError(f"missing required columns: {shown}; the data has: {seen}{hint}")
+    return {name: source for name, source in found.items() if source is not None}
+
+
+def _time_columns(present: set[str], spec: DatasetSpec) -> dict[str, str]:
+    """The optional timestamp columns the source has: a table with them holds snapshots over time."""
+    times = [t for t in (spec.event_time, spec.label_time) if t is not None]
+    found = {t.name: next((n for n in t.source_names if n in present), None) for t in times}
     return {name: source for name, source in found.items() if source is not None}
 
 
@@ -106,9 +116,13 @@ def normalize(raw: pl.DataFrame, spec: DatasetSpec, *, require_target: bool = Tr
 def _conversions(spec: DatasetSpec, names: dict[str, str], schema: pl.Schema) -> list[_Conversion]:
     source = names[spec.id.name]
     conversions = [_Conversion(spec.id.name, source, _text(source), pl.col(_INPUT + spec.id.name))]
+    if spec.event_time is not None and spec.event_time.name in names:
+        conversions.append(_timestamp(spec.event_time.name, names[spec.event_time.name], schema))
     conversions += [_feature(f, names[f.name], schema[names[f.name]], spec) for f in spec.features]
     if spec.target.name in names:
         conversions.append(_target(spec, names[spec.target.name], schema))
+    if spec.label_time is not None and spec.label_time.name in names:
+        conversions.append(_timestamp(spec.label_time.name, names[spec.label_time.name], schema))
     return conversions
 
 
@@ -220,6 +234,16 @@ def _numeric(column: ColumnSpec, source: str, dtype: pl.DataType) -> _Conversion
     unparsable = _Check("not_a_number", "not a number", given.is_not_null() & parsed.is_null())
     number = given.cast(pl.Float64, strict=False)
     return _Conversion(column.name, source, _text(source), number, (unparsable, *checks), final())
+
+
+def _timestamp(name: str, source: str, schema: pl.Schema) -> _Conversion:
+    given, dtype = pl.col(_INPUT + name), schema[source]
+    if is_temporal(dtype):
+        return _Conversion(name, source, pl.col(source), from_temporal(given, dtype))
+    check = _Check(
+        "not_a_timestamp", "not an ISO 8601 timestamp", given.is_not_null() & pl.col(name).is_null()
+    )
+    return _Conversion(name, source, _text(source), parse_text(given), (check,), TIMESTAMP)
 
 
 def _boolean(

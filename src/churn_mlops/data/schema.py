@@ -6,11 +6,18 @@ import pandera.polars as pa
 import polars as pl
 
 from churn_mlops.data.spec import ColumnSpec, DatasetSpec, Kind
+from churn_mlops.data.timestamps import TIMESTAMP
 
 
-def pandera_schema(spec: DatasetSpec, *, with_target: bool) -> pa.DataFrameSchema:
-    """Row-level rules for normalised data: types, nullability, categories and ranges."""
+def pandera_schema(
+    spec: DatasetSpec, *, with_target: bool, times: tuple[str, ...] = ()
+) -> pa.DataFrameSchema:
+    """Row-level rules for normalised data: types, nullability, categories and ranges.
+
+    `times` names the timestamp columns the data has (a snapshot or label time is never blank).
+    """
     columns = {spec.id.name: pa.Column(pl.String, nullable=False)}
+    columns |= {name: pa.Column(TIMESTAMP, nullable=False) for name in times}
     columns |= {f.name: _column(f) for f in spec.features}
     if with_target:
         columns[spec.target.name] = pa.Column(pl.Boolean, nullable=False)

@@ -77,6 +77,10 @@ class IdSpec(_Strict):
         return tuple(dict.fromkeys(n for n in (self.raw, self.name) if n))
 
 
+class TimeSpec(IdSpec):
+    """A timestamp column: when a customer snapshot was taken, or when a label was observed."""
+
+
 class TargetSpec(IdSpec):
     """The churn label: which raw value means churned, which means stayed."""
 
@@ -129,6 +133,8 @@ class DatasetSpec(_Strict):
     id: IdSpec
     target: TargetSpec
     features: tuple[ColumnSpec, ...]
+    event_time: TimeSpec | None = None
+    label_time: TimeSpec | None = None
     derived: tuple[DerivedSpec, ...] = ()
     boolean_values: BooleanValues = BooleanValues()
     min_rows: int = Field(1, ge=1)
@@ -136,12 +142,14 @@ class DatasetSpec(_Strict):
 
     @model_validator(mode="after")
     def _check_names(self) -> Self:
-        names = [self.id.name, self.target.name, *(f.name for f in self.features)]
+        names = [self.id.name, self.target.name, *(f.name for f in self.features), *self.time_columns]
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"column names used twice: {', '.join(duplicates)}")
         if not self.features:
             raise ValueError("a spec needs at least one feature")
+        if self.label_time is not None and self.event_time is None:
+            raise ValueError("label_time needs an event_time: labels are placed among snapshots in time")
         known = {f.name: f for f in self.features}
         for derived in self.derived:
             if derived.name in names:
@@ -160,6 +168,11 @@ class DatasetSpec(_Strict):
         """Canonical column names in table order: id, features, target."""
         return (self.id.name, *(f.name for f in self.features), self.target.name)
 
+    @property
+    def time_columns(self) -> tuple[str, ...]:
+        """Canonical names of the optional timestamp columns: the snapshot time, the label time."""
+        return tuple(t.name for t in (self.event_time, self.label_time) if t is not None)
+
     def feature(self, name: str) -> ColumnSpec:
         """The feature column called `name`."""
         for column in self.features:
@@ -169,7 +182,8 @@ class DatasetSpec(_Strict):
 
     def digest(self) -> str:
         """A short content hash, recorded wherever data or models depend on this spec."""
-        text = self.model_dump_json()
+        unset = {name for name in ("event_time", "label_time") if getattr(self, name) is None}
+        text = self.model_dump_json(exclude=unset)  # a spec without timestamps keeps its digest
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 

@@ -1,7 +1,8 @@
 """Validation: split a raw table into valid rows and quarantined rows with reasons.
 
 Row-level failures never stop a run; table-level failures (no rows, missing columns, duplicate
-ids, a target rate out of bounds, most rows failing) raise DataValidationError. Always:
+ids, or duplicate id and snapshot time in a table with history, a target rate out of bounds,
+most rows failing) raise DataValidationError. Always:
 rows in = valid + quarantined. A record the reader marked as malformed (see `csv_recovery.py`)
 is quarantined with the reader's reason alone, under the column `_record`.
 """
@@ -59,7 +60,7 @@ def validate(raw: pl.DataFrame, spec: DatasetSpec, *, require_target: bool = Tru
         unread = pl.col(ROW).is_in(malformed.get_column(ROW).implode())
         issues, read = pl.concat([malformed, issues.filter(~unread)]), table.filter(~unread)
     issues = issues.unique(subset=[ROW, "column"], keep="first", maintain_order=True)
-    _check_unique_ids(read, spec.id.name)
+    _check_unique_ids(read, snapshot_key(spec, read.columns))
     bad = issues.group_by(ROW, maintain_order=True).agg(
         pl.col("column").str.join("; ").alias("_columns"),
         pl.col("reason").str.join("; ").alias("_reasons"),
@@ -93,7 +94,8 @@ def _malformed(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
 
 
 def _schema_issues(table: pl.DataFrame, spec: DatasetSpec, with_target: bool) -> pl.DataFrame:
-    schema = pandera_schema(spec, with_target=with_target)
+    times = tuple(name for name in spec.time_columns if name in table.columns)
+    schema = pandera_schema(spec, with_target=with_target, times=times)
     try:
         schema.validate(table, lazy=True)
     except pandera.errors.SchemaErrors as exc:
@@ -137,23 +139,36 @@ def _bounds(low: float | None, high: float | None) -> str:
     return f">= {low:g}" if low is not None else f"<= {high:g}"
 
 
-def _check_unique_ids(table: pl.DataFrame, id_column: str) -> None:
-    """Raise if a non-null id appears more than once; the details are gathered only then."""
-    ids = table.get_column(id_column)
-    nulls = ids.null_count()
-    if ids.n_unique() - (nulls > 0) != ids.len() - nulls:  # n_unique counts null as one more value
-        raise _duplicate_ids(table, id_column)
+def snapshot_key(spec: DatasetSpec, columns: list[str]) -> list[str]:
+    """What identifies a row: the customer id, and the snapshot time where the data has one."""
+    event_time = spec.event_time.name if spec.event_time is not None else None
+    return [spec.id.name, *([event_time] if event_time in columns else [])]
 
 
-def _duplicate_ids(table: pl.DataFrame, id_column: str) -> DataValidationError:
-    ids = table.select(ROW, id_column).drop_nulls(id_column)
-    repeated = ids.filter(pl.col(id_column).is_duplicated())
-    first = repeated.filter(pl.col(id_column) == repeated.item(0, id_column))
+def _check_unique_ids(table: pl.DataFrame, key: list[str]) -> None:
+    """Raise if a non-null key appears more than once; the details are gathered only then."""
+    if len(key) == 1:
+        ids = table.get_column(key[0])
+        nulls = ids.null_count()
+        unique = ids.n_unique() - (nulls > 0) == ids.len() - nulls  # n_unique counts null as a value
+    else:
+        keys = table.select(key).drop_nulls()
+        unique = keys.height == keys.n_unique()
+    if not unique:
+        raise _duplicate_ids(table, key)
+
+
+def _duplicate_ids(table: pl.DataFrame, key: list[str]) -> DataValidationError:
+    ids = table.select(ROW, *key).drop_nulls(key)
+    repeated = ids.filter(pl.struct(key).is_duplicated())
+    example = repeated.row(0, named=True)
+    first = repeated.filter(pl.all_horizontal(pl.col(k) == example[k] for k in key))
     rows = ", ".join(str(r) for r in first.get_column(ROW).head(3))
-    count = repeated.get_column(id_column).n_unique()
+    count = repeated.select(key).n_unique()
+    noun = "ids" if len(key) == 1 else "snapshots (id and time)"
+    shown = " at ".join(repr(str(example[k])) for k in key)
     return DataValidationError(
-        f"duplicate {id_column}: {count} ids appear more than once "
-        f"(e.g. {repeated.item(0, id_column)!r} at rows {rows})"
+        f"duplicate {' and '.join(key)}: {count} {noun} appear more than once (e.g. {shown} at rows {rows})"
     )
 
 

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 import polars as pl
 import sqlalchemy as sa
 
+from churn_mlops.data.snapshots import newest_snapshots
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.errors import ModelNotFoundError
 from churn_mlops.loop.rules import Evidence, Rule, decide
@@ -131,7 +132,7 @@ def _retrain(
 
     lake = Lake(settings.lake_dir)
     new = labelled_customers(store, spec, settings)
-    old = _training_rows(lake, champion) if settings.loop.keep_training_data else None
+    old = _training_rows(lake, champion, spec) if settings.loop.keep_training_data else None
     rows = combine(new, old, spec) if new.height else pl.DataFrame()
     result.rows = {"labelled": new.height, "kept": rows.height - new.height if rows.height else 0}
     if rows.height == 0:
@@ -159,12 +160,13 @@ def _retrain(
     result.reason = outcome.decision.reason
 
 
-def _training_rows(lake: Lake, champion: VersionInfo) -> pl.DataFrame | None:
+def _training_rows(lake: Lake, champion: VersionInfo, spec: DatasetSpec) -> pl.DataFrame | None:
+    """The rows the champion was trained on: its lake version, each customer's newest snapshot."""
     data_version = champion.tags.get("data_version")
     if not data_version:
         return None
     try:
-        return lake.read(lake.get(data_version))
+        return newest_snapshots(lake.read(lake.get(data_version)), spec)
     except Exception as exc:  # a lake moved or pruned costs the old rows, not the run
         logger.warning("the champion's training rows (data version %s) cannot be read: %s", data_version, exc)
         return None

@@ -32,6 +32,7 @@ class ModelCardInfo:
     model_kind: str = "lightgbm"
     candidates: Sequence[Mapping[str, Any]] = ()
     selected_by: str = "roc_auc"
+    training_set: str = ""  # how the rows were built: a lake table, newest snapshots, a feature store join
 
 
 KINDS = {"lightgbm": "LightGBM", "logistic_regression": "logistic regression"}
@@ -131,6 +132,7 @@ def _data(info: ModelCardInfo) -> str:
             f"- Content hash: `{info.data_hash}`",
             f"- Spec: {info.spec_name} (digest `{info.spec_digest}`)",
             f"- Rows: {splits or 'not recorded'}",
+            *([f"- Training set: {info.training_set}"] if info.training_set else []),
         ]
     )
 

@@ -6,8 +6,10 @@ from typing import Any
 
 import numpy as np
 
+from churn_mlops.models.tracking import Tracker
 from churn_mlops.models.training import Candidate, Split, stratified_split, train_linear
-from churn_mlops.pipeline.training import Prepared, fit
+from churn_mlops.models.tuning import tune_lightgbm
+from churn_mlops.pipeline.training import Prepared, Step, fit
 from churn_mlops.settings import TrainingSettings
 
 
@@ -75,3 +77,29 @@ def stratified_folds(labels: np.ndarray, folds: int, seed: int) -> list[np.ndarr
         for index, chunk in enumerate(np.array_split(shuffled, folds)):
             parts[index].append(chunk)
     return [np.sort(np.concatenate(chunks)) for chunks in parts]
+
+
+def tune(
+    prepared: Prepared, config: TrainingSettings, trials: int, tracker: Tracker, parent: str, step: Step
+) -> dict[str, Any]:
+    """Tune LightGBM with Optuna, each trial a child run of `parent`; return the best parameters."""
+
+    def on_trial(number: int, params: dict[str, Any], value: float | None, state: str) -> None:
+        step(f"tuning: trial {number + 1}/{trials} {state}" + (f", valid AUC {value:.4f}" if value else ""))
+        child = tracker.start(f"trial-{number}", {"state": state}, parent=parent)
+        tracker.log(child, params=params, metrics={"valid_roc_auc": value} if value is not None else {})
+        tracker.finish(child)
+
+    result = tune_lightgbm(
+        (*prepared.part("train"), *prepared.part("valid")),
+        categorical=prepared.features.categorical_indices,
+        trials=trials,
+        seed=config.seed,
+        num_threads=config.num_threads,
+        on_trial=on_trial,
+        max_rounds=config.max_rounds,
+    )
+    tracker.log(
+        parent, metrics={"tuning_best_valid_roc_auc": result.best_value}, tags={"tuned_trials": str(trials)}
+    )
+    return result.best_params

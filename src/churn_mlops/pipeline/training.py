@@ -7,7 +7,7 @@ run -> registry version -> gate.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +16,7 @@ import numpy as np
 import polars as pl
 
 from churn_mlops.data.lake import LakeVersion
+from churn_mlops.data.snapshots import lake_training_rows
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.errors import DataValidationError
 from churn_mlops.features import FeatureSpec, fit_features, transform
@@ -33,7 +34,6 @@ from churn_mlops.models.training import (
     stratified_split,
     train_lightgbm,
 )
-from churn_mlops.models.tuning import tune_lightgbm
 from churn_mlops.pipeline.promotion import gate_new_version
 from churn_mlops.pipeline.version import Trained, register_version
 from churn_mlops.settings import Settings, TrainingSettings
@@ -83,6 +83,7 @@ class TrainingOutcome:
     data_version: str
     champion: str | None
     tracking_uri: str
+    training_set: str = ""
 
     def summary(self) -> dict[str, Any]:
         """A JSON-ready summary."""
@@ -91,6 +92,7 @@ class TrainingOutcome:
             "version": self.version.version,
             "run_id": self.run_id,
             "data_version": self.data_version,
+            "training_set": self.training_set,
             "threshold": self.evaluation.threshold,
             "metrics": self.evaluation.test,
             "baseline_metrics": self.evaluation.baseline,
@@ -200,9 +202,16 @@ def train_and_register(
     *,
     trials: int = 0,
     step: Step = lambda _: None,
+    training_set: Mapping[str, str] | None = None,
 ) -> TrainingOutcome:
-    """Train on a lake version, track the run, register the model and let the gate decide."""
+    """Train on a lake version, track the run, register the model and let the gate decide.
+
+    A table with history trains on each customer's newest snapshot, unless `training_set` (its
+    lineage, with a `training_set` line) says the frame is a training set built elsewhere.
+    """
     config, manifest = settings.training, lake_version.manifest
+    if training_set is None:
+        frame, training_set = lake_training_rows(frame, spec)
     registry = Registry.from_settings(settings)
     tracker = Tracker(registry.client, settings.registry.experiment, _artifact_root(settings))
     lineage = {
@@ -212,15 +221,16 @@ def train_and_register(
         "spec": spec.name,
         "spec_digest": spec.digest(),
         "git_commit": git_commit(),
+        **training_set,
     }
     run_id = tracker.start("train", lineage)
     try:
+        from churn_mlops.pipeline.candidates import fit_candidates, tune
+
         step("splitting and fitting features")
         prepared = prepare(frame, spec, config)
-        params = _tune(prepared, config, trials, tracker, run_id, step) if trials else None
+        params = tune(prepared, config, trials, tracker, run_id, step) if trials else None
         step("training the candidates: " + ", ".join(config.candidates))
-        from churn_mlops.pipeline.candidates import fit_candidates
-
         candidates = fit_candidates(prepared, config, params)
         step("choosing on validation rows, measuring on test rows")
         model, result = evaluate(prepared, candidates, config)
@@ -257,31 +267,8 @@ def train_and_register(
         manifest.version,
         champion.version if champion else None,
         settings.tracking_uri,
+        lineage["training_set"],
     )
-
-
-def _tune(
-    prepared: Prepared, config: TrainingSettings, trials: int, tracker: Tracker, parent: str, step: Step
-) -> dict[str, Any]:
-    def on_trial(number: int, params: dict[str, Any], value: float | None, state: str) -> None:
-        step(f"tuning: trial {number + 1}/{trials} {state}" + (f", valid AUC {value:.4f}" if value else ""))
-        child = tracker.start(f"trial-{number}", {"state": state}, parent=parent)
-        tracker.log(child, params=params, metrics={"valid_roc_auc": value} if value is not None else {})
-        tracker.finish(child)
-
-    result = tune_lightgbm(
-        (*prepared.part("train"), *prepared.part("valid")),
-        categorical=prepared.features.categorical_indices,
-        trials=trials,
-        seed=config.seed,
-        num_threads=config.num_threads,
-        on_trial=on_trial,
-        max_rounds=config.max_rounds,
-    )
-    tracker.log(
-        parent, metrics={"tuning_best_valid_roc_auc": result.best_value}, tags={"tuned_trials": str(trials)}
-    )
-    return result.best_params
 
 
 def _slices(frame: pl.DataFrame, config: TrainingSettings) -> dict[str, list[float] | None]:

@@ -97,6 +97,7 @@ def _write_version(
         model_kind=model.kind,
         candidates=result.candidates,
         selected_by=result.selected_by,
+        training_set=lineage.get("training_set", ""),
     )
     metrics = {
         "test": result.test,

@@ -1,0 +1,1 @@
+"""The feature store (Feast): customer features by id online, point-in-time training sets offline."""
