@@ -48,17 +48,25 @@ What it measures
     which scores it with that version and stores the score (`shadow_predictions`). Set-up waits
     until the shadow stores scores, then both phases alternate churn, shadow, bare.
 
+    With `--by-id`, a server for customers sent by id runs beside them: `churn serve` (set up like
+    the churn one) on a second trained home whose SQLite online store Feast wrote (the entity and
+    the `customers` view applied, then `write_to_online_store` with every customer of the lake),
+    sent `{"customer_id": ...}` alone, so each request reads that customer's features from the
+    online store before scoring. Its open-loop runs are at half its own peak.
+
 Output
     Progress lines, a table, and as the last line of stdout one JSON object (predict_rps,
     bare_rps, ratio, p50_ms, p99_ms at half peak, rate, durations, targets, passed, ...).
     Targets: ratio >= 0.6 and p99 < 10 ms at half the peak rate. With `--shadow`, also
     shadow_ratio (shadow req/s / bare req/s), shadow_p99_ms, the shadow scores stored during the
     run, and shadow_passed: shadow_ratio >= 0.9 x ratio (the shadow costs the answers no more
-    than 10% of their throughput) and the shadow server's p99 < 10 ms.
+    than 10% of their throughput) and the shadow server's p99 < 10 ms. With `--by-id`, also
+    by_id_ratio (by-id req/s / bare req/s), by_id_p99_ms at half the by-id peak, and by_id_passed:
+    by_id_ratio >= 0.5 x ratio and by_id_p99_ms < 10 ms.
 
 How to run
     uv run python bench/serving.py [--duration S] [--repeat K] [--connections C]
-                                   [--open-duration S] [--workdir DIR] [--rows N] [--shadow]
+                                   [--open-duration S] [--workdir DIR] [--rows N] [--shadow] [--by-id]
 
     Defaults take two to five minutes. Needs Linux, 2+ CPUs, taskset, and root for apt-get.
 """
@@ -100,11 +108,13 @@ SPIN_SECONDS = 0.002  # the open-loop generator polls, not sleeps, this close to
 UNTHROTTLED = "1000000"  # rate limit and burst: the limiter runs on every request, never refuses
 READY_SECONDS = 300.0
 SHADOW_SHARE = 0.9  # with a shadow running, the ratio must keep at least this share of its value
+BY_ID_SHARE = 0.5  # sent by id, the ratio must keep at least this share of the full body's
 SHADOW_READY_SECONDS = 60.0  # servers poll the rollouts every 2 s, then load the shadow model
 SETTLE_SECONDS = 60.0  # after a run, wait at most this long for the server to go idle
 LABELS = {
     "churn": "churn /predict (auth, limit, log)",
     "shadow": "churn /predict + shadow model",
+    "byid": "churn /predict by customer id",
     "bare": "bare FastAPI + pydantic",
 }
 
@@ -271,6 +281,63 @@ def _train(root: Path, rows: int) -> Fixture:
     return Fixture(settings.home, api_key, body_file)
 
 
+def prepare_by_id(root: Path, rows: int) -> Fixture:
+    """A trained home whose online store holds every customer, and a body sending one by id alone."""
+    fixture = prepare(root, rows)
+    body_file = root / "body-by-id.json"
+    if not body_file.exists():
+        started = time.perf_counter()
+        customer_id = _fill_online_store(fixture.home)
+        body_file.write_text(json.dumps({"customer_id": customer_id}))
+        say(f"set-up: Feast wrote the online store in {time.perf_counter() - started:.1f} s (not timed)")
+    return replace(fixture, body_file=body_file)
+
+
+def _fill_online_store(home: Path) -> str:
+    """Write the lake's latest customers to Feast's SQLite online store under home; one customer's id."""
+    from datetime import timedelta
+
+    import polars as pl
+    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
+    from feast.repo_config import RepoConfig
+    from feast.types import Bool, Float64, String
+
+    from churn_mlops.data.lake import Lake
+    from churn_mlops.data.spec import Kind, load_spec
+    from churn_mlops.settings import Settings
+
+    settings, spec = Settings(home=home), load_spec()
+    lake = Lake(settings.lake_dir)
+    frame = lake.read(lake.versions()[-1]).select(spec.id.name, *(c.name for c in spec.features))
+    repo = settings.feature_repo_dir
+    repo.mkdir(parents=True, exist_ok=True)
+    config = RepoConfig(
+        project=settings.feature_store.project,
+        provider="local",
+        registry=str(repo / "registry.db"),
+        online_store={"type": "sqlite", "path": str(repo / "online.db")},
+        offline_store={"type": "file"},
+        entity_key_serialization_version=3,
+        repo_path=repo,
+    )
+    dtypes = {Kind.NUMERIC: Float64, Kind.BOOLEAN: Bool, Kind.CATEGORICAL: String}
+    entity = Entity(name=spec.id.name, join_keys=[spec.id.name], value_type=ValueType.STRING)
+    view = FeatureView(
+        name="customers",
+        entities=[entity],
+        ttl=timedelta(days=settings.feature_store.ttl_days),
+        schema=[Field(name=c.name, dtype=dtypes[c.type]) for c in spec.features],
+        source=FileSource(path=str(repo / "customers.parquet"), timestamp_field="event_timestamp"),
+        online=True,
+    )
+    store = FeatureStore(config=config)
+    store.apply([entity, view])
+    numeric = [c.name for c in spec.features if c.type is Kind.NUMERIC]
+    rows = frame.with_columns(pl.col(numeric).cast(pl.Float64), event_timestamp=pl.lit(datetime.now(UTC)))
+    store.write_to_online_store("customers", rows.to_pandas())
+    return str(frame.drop_nulls().get_column(spec.id.name)[0])  # the customer the full body sends
+
+
 def _start_shadow(home: Path) -> str:
     """Register a logistic-regression version the gate refuses, and shadow the champion with it."""
     from churn_mlops.data.lake import Lake
@@ -296,12 +363,17 @@ def _start_shadow(home: Path) -> str:
 # ---- servers -----------------------------------------------------------------------------------
 
 
-def start_servers(fixture: Fixture, workdir: Path, shadow: Fixture | None = None) -> tuple[Server, ...]:
-    """The churn server (and the shadowing one) and the bare one, pinned to the server CPU and answering."""
+def start_servers(
+    fixture: Fixture, workdir: Path, shadow: Fixture | None = None, by_id: Fixture | None = None
+) -> tuple[Server, ...]:
+    """The churn server (and the shadowing one, the by-id one) and the bare one, pinned to the server
+    CPU and answering."""
     churn = _launch("churn", _churn_command(), _churn_env(fixture), workdir, fixture)
     servers = [churn]
     if shadow is not None:
         servers.append(_launch("shadow", _churn_command(), _churn_env(shadow), workdir, shadow))
+    if by_id is not None:
+        servers.append(_launch("byid", _churn_command(), _churn_env(by_id), workdir, by_id))
     servers.append(_launch("bare", [sys.executable, str(BARE)], dict(os.environ), workdir, fixture))
     try:
         for server in servers:
@@ -616,15 +688,16 @@ def measure_peak(
 
 
 def measure_latency(
-    servers: tuple[Server, ...], rate: float, args: argparse.Namespace
+    servers: tuple[Server, ...], rates: dict[str, float], args: argparse.Namespace
 ) -> dict[str, list[OpenRun]]:
-    """Alternate open-loop runs at `rate` on the servers, after a short warm-up each."""
+    """Alternate open-loop runs on the servers, each at its rate, after a short warm-up each."""
     for server in servers:
-        open_loop(server, rate, 1.0, args.open_connections)
+        open_loop(server, rates[server.name], 1.0, args.open_connections)
     runs: dict[str, list[OpenRun]] = {server.name: [] for server in servers}
     width = max(len(server.name) for server in servers)
     for repeat in range(1, args.repeat + 1):
         for server in servers:
+            rate = rates[server.name]
             for attempt in range(1, LATE_RETRIES + 2):
                 run = open_loop(server, rate, args.open_duration, args.open_connections)
                 late = percentile(run.lateness, 99) * 1000
@@ -683,33 +756,60 @@ def summarise(
         if run.discarded
     ]
     p99 = latency["churn"]["p99_ms"]
+    return (
+        {
+            "predict_rps": round(best["churn"].rps, 1),
+            "bare_rps": round(best["bare"].rps, 1),
+            "ratio": round(ratio, 3),
+            **latency["churn"],
+            **{f"bare_{key}": value for key, value in latency["bare"].items()},
+            "rate": round(rate, 1),
+            "open_loop_requests": sum(len(run.latencies) for run in kept["churn"]),
+            "generator_late_p99_ms": round(percentile(late, 99) * 1000, 2),
+            "discarded_runs": discarded,
+            "predict_rps_median": round(statistics.median(r.rps for r in closed["churn"]), 1),
+            "bare_rps_median": round(statistics.median(r.rps for r in closed["bare"]), 1),
+            "predict_closed_p50_ms": round(best["churn"].p50_ms, 2),
+            "predict_closed_p99_ms": round(best["churn"].p99_ms, 2),
+            "predict_cpu_us_per_request": round(statistics.median(r.cpu_us for r in closed["churn"]), 1),
+            "bare_cpu_us_per_request": round(statistics.median(r.cpu_us for r in closed["bare"]), 1),
+            "connections": args.connections,
+            "closed_loop_seconds": args.duration,
+            "open_loop_seconds": args.open_duration,
+            "warmup_seconds": args.warmup,
+            "repeat": args.repeat,
+            "ratio_target": RATIO_TARGET,
+            "p99_target_ms": P99_TARGET_MS,
+            "ratio_passed": ratio >= RATIO_TARGET,
+            "p99_passed": p99 < P99_TARGET_MS,
+            "passed": ratio >= RATIO_TARGET and p99 < P99_TARGET_MS,
+        }
+        | (_shadow_summary(closed, latency["shadow"], ratio) if "shadow" in closed else {})
+        | (_by_id_summary(closed, latency["byid"], ratio) if "byid" in closed else {})
+    )
+
+
+def _by_id_summary(
+    closed: dict[str, list[ClosedRun]], latency: dict[str, Any], ratio: float
+) -> dict[str, Any]:
+    """The by-id server's figures, and whether it kept its share of the ratio and the p99 target."""
+    best = max(closed["byid"], key=lambda run: run.rps)
+    by_id_ratio = best.rps / max(run.rps for run in closed["bare"])
+    passed = by_id_ratio >= BY_ID_SHARE * ratio and latency["p99_ms"] < P99_TARGET_MS
     return {
-        "predict_rps": round(best["churn"].rps, 1),
-        "bare_rps": round(best["bare"].rps, 1),
-        "ratio": round(ratio, 3),
-        **latency["churn"],
-        **{f"bare_{key}": value for key, value in latency["bare"].items()},
-        "rate": round(rate, 1),
-        "open_loop_requests": sum(len(run.latencies) for run in kept["churn"]),
-        "generator_late_p99_ms": round(percentile(late, 99) * 1000, 2),
-        "discarded_runs": discarded,
-        "predict_rps_median": round(statistics.median(r.rps for r in closed["churn"]), 1),
-        "bare_rps_median": round(statistics.median(r.rps for r in closed["bare"]), 1),
-        "predict_closed_p50_ms": round(best["churn"].p50_ms, 2),
-        "predict_closed_p99_ms": round(best["churn"].p99_ms, 2),
-        "predict_cpu_us_per_request": round(statistics.median(r.cpu_us for r in closed["churn"]), 1),
-        "bare_cpu_us_per_request": round(statistics.median(r.cpu_us for r in closed["bare"]), 1),
-        "connections": args.connections,
-        "closed_loop_seconds": args.duration,
-        "open_loop_seconds": args.open_duration,
-        "warmup_seconds": args.warmup,
-        "repeat": args.repeat,
-        "ratio_target": RATIO_TARGET,
-        "p99_target_ms": P99_TARGET_MS,
-        "ratio_passed": ratio >= RATIO_TARGET,
-        "p99_passed": p99 < P99_TARGET_MS,
-        "passed": ratio >= RATIO_TARGET and p99 < P99_TARGET_MS,
-    } | (_shadow_summary(closed, latency["shadow"], ratio) if "shadow" in closed else {})
+        "by_id_rps": round(best.rps, 1),
+        "by_id_ratio": round(by_id_ratio, 3),
+        "by_id_rate": round(best.rps / 2, 1),
+        **{f"by_id_{key}": value for key, value in latency.items()},
+        "by_id_rps_median": round(statistics.median(r.rps for r in closed["byid"]), 1),
+        "by_id_closed_p50_ms": round(best.p50_ms, 2),
+        "by_id_closed_p99_ms": round(best.p99_ms, 2),
+        "by_id_cpu_us_per_request": round(statistics.median(r.cpu_us for r in closed["byid"]), 1),
+        "by_id_ratio_target": round(BY_ID_SHARE * ratio, 3),
+        "by_id_ratio_passed": by_id_ratio >= BY_ID_SHARE * ratio,
+        "by_id_p99_passed": latency["p99_ms"] < P99_TARGET_MS,
+        "by_id_passed": passed,
+    }
 
 
 def _shadow_summary(
@@ -769,6 +869,12 @@ def report(result: dict[str, Any], closed: dict[str, list[ClosedRun]], args: arg
             f"shadow_ratio (predict + shadow / bare req/s): {result['shadow_ratio']:.3f}   "
             f"target >= {SHADOW_SHARE:g} x ratio = {result['shadow_ratio_target']:.3f}   {verdict}"
         )
+    if "byid" in closed:
+        verdict = "PASS" if result["by_id_ratio_passed"] else "FAIL"
+        say(
+            f"by_id_ratio (predict by id / bare req/s): {result['by_id_ratio']:.3f}   "
+            f"target >= {BY_ID_SHARE:g} x ratio = {result['by_id_ratio_target']:.3f}   {verdict}"
+        )
     say(
         f"\nlatency, open loop at {result['rate']:,.0f} req/s (half the predict peak), "
         f"{args.repeat} x {args.open_duration:g} s each, pooled, from the scheduled send time"
@@ -778,7 +884,7 @@ def report(result: dict[str, Any], closed: dict[str, list[ClosedRun]], args: arg
         "  p99 of each run, ms"
     )
     for name in closed:
-        prefix = "" if name == "churn" else f"{name}_"
+        prefix = {"churn": "", "byid": "by_id_"}.get(name, f"{name}_")
         runs = ", ".join(f"{p99:.2f}" for p99 in result[prefix + "p99_runs_ms"])
         runs += " (CPU stolen: " + ", ".join(f"{ms}" for ms in result[prefix + "stolen_runs_ms"]) + " ms)"
         say(
@@ -792,6 +898,8 @@ def report(result: dict[str, Any], closed: dict[str, list[ClosedRun]], args: arg
     if "shadow" in closed:
         busy_text += f", the shadow's {result['shadow_open_cpu_us_per_request'] * result['rate'] / 1e4:.0f}%"
     say(f"(at this rate {busy_text}, the bare's {bare_busy:.0f}%)")
+    if "byid" in closed:
+        say(f"(the by-id server's runs are at half its own peak: {result['by_id_rate']:,.0f} req/s)")
     verdict = "PASS" if result["p99_passed"] else "FAIL"
     say(f"p99 at half peak: {result['p99_ms']:.2f} ms   target < {P99_TARGET_MS:g} ms   {verdict}")
     if "shadow" in closed:
@@ -803,6 +911,10 @@ def report(result: dict[str, Any], closed: dict[str, list[ClosedRun]], args: arg
             f"shadow scores stored during the run: {result['shadow_rows']:,} "
             f"(of {result['shadow_answers']:,} answers of the shadow server)   shadow_passed {verdict}"
         )
+    if "byid" in closed:
+        verdict = "PASS" if result["by_id_p99_passed"] else "FAIL"
+        target = f"target < {P99_TARGET_MS:g} ms"
+        say(f"by_id_p99 at half the by-id peak: {result['by_id_p99_ms']:.2f} ms   {target}   {verdict}")
     for run in result["discarded_runs"]:
         say(
             f"(discarded and run again: {run['server']}, p99 {run['p99_ms']:.2f} ms, generator late "
@@ -829,6 +941,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--shadow", action="store_true", help="also measure a churn server running a shadow rollout"
     )
+    parser.add_argument(
+        "--by-id", action="store_true", help="also measure /predict with customers sent by id (online store)"
+    )
     return parser.parse_args()
 
 
@@ -843,12 +958,17 @@ def main() -> None:
     shadow = prepare(workdir / "shadow", args.rows, shadow=True) if args.shadow else None
     shadow_before = (shadow_rows(shadow), prediction_log_rows(shadow)) if shadow else (0, 0)
     load_start = round(os.getloadavg()[0], 2)
-    servers = start_servers(fixture, workdir, shadow)
+    by_id = prepare_by_id(workdir / "by-id", args.rows) if args.by_id else None
+    servers = start_servers(fixture, workdir, shadow, by_id)
     try:
         os.sched_setaffinity(0, {CLIENT_CPU})
         closed = measure_peak(wrk, servers, args)
         rate = max(run.rps for run in closed["churn"]) / 2
-        opened = measure_latency(servers, rate, args)
+        rates = {
+            name: max(run.rps for run in runs) / 2 if name == "byid" else rate
+            for name, runs in closed.items()
+        }
+        opened = measure_latency(servers, rates, args)
     finally:
         for server in servers:
             server.stop()

@@ -78,3 +78,45 @@ def test_readiness_documents_both_answers(document: dict[str, Any]) -> None:
     responses = document["paths"]["/health/ready"]["get"]["responses"]
     assert {"200", "503"} <= responses.keys()
     assert "status" in responses["503"]["content"]["application/json"]["schema"]["properties"]
+
+
+@pytest.fixture(scope="module")
+def by_id_document(tmp_path_factory: pytest.TempPathFactory, spec: DatasetSpec) -> dict[str, Any]:
+    """The document of a server whose home has a SQLite online store (the app is never started)."""
+    home = Path(tmp_path_factory.mktemp("openapi-by-id"))
+    (home / "features").mkdir()
+    (home / "features" / "online.db").touch()
+    return create_app(Settings(home=home), spec=spec).openapi()
+
+
+@pytest.mark.parametrize("path", ["/predict", "/predict/batch"])
+def test_with_an_online_store_unknown_and_stale_customers_are_documented(
+    by_id_document: dict[str, Any], path: str
+) -> None:
+    responses = by_id_document["paths"][path]["post"]["responses"]
+    assert set(responses) == {"200", "404", "409", *KEYED["post", path]}
+    for status in ("404", "409"):
+        schema = _resolve(by_id_document, responses[status]["content"]["application/json"]["schema"])
+        assert set(schema["required"]) == {"detail", "customer_ids"}
+        assert "by id" in responses[status]["description"]
+    reload = by_id_document["paths"]["/admin/reload"]["post"]["responses"]
+    assert "404" not in reload
+    assert "champion" in reload["409"]["description"]
+
+
+def test_with_an_online_store_a_customer_may_be_sent_by_id(by_id_document: dict[str, Any]) -> None:
+    """The body is the full customer or an id with any of the fields, in both prediction routes."""
+    content = by_id_document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    customer = _resolve(by_id_document, content["schema"])
+    full, by_id = customer["anyOf"]
+    assert {"tenure", "contract", "monthly_charges"} <= set(full["required"])
+    assert by_id["required"] == ["customer_id"]
+    batch = by_id_document["paths"]["/predict/batch"]["post"]["requestBody"]["content"]["application/json"]
+    assert batch["schema"]["items"] == content["schema"]
+
+
+def test_without_an_online_store_every_required_field_is_required(document: dict[str, Any]) -> None:
+    content = document["paths"]["/predict"]["post"]["requestBody"]["content"]["application/json"]
+    customer = _resolve(document, content["schema"])
+    assert "anyOf" not in customer
+    assert {"tenure", "contract", "monthly_charges"} <= set(customer["required"])

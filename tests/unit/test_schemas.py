@@ -9,7 +9,7 @@ import pytest
 from pydantic import BaseModel, TypeAdapter, ValidationError
 
 from churn_mlops.data.spec import DatasetSpec, Kind, parse_spec
-from churn_mlops.serving.schemas import batch_of, customer_model, example_customer
+from churn_mlops.serving.schemas import batch_of, customer_model, example_customer, request_model
 
 BANK = """
 name: bank
@@ -197,3 +197,38 @@ def test_an_integer_columns_example_is_a_whole_number_in_json() -> None:
     schema = customer_model(bank, unknown_category="error").model_json_schema()
     assert isinstance(example_customer(bank)["age"], int)
     assert json.dumps(schema["examples"][0]["age"]) == "18"
+
+
+def test_by_id_a_customer_may_be_sent_with_some_fields_or_none(spec: DatasetSpec) -> None:
+    """Fields left out are only marked as not sent (the route looks them up); those sent are
+    held to the same rules, and a required field sent as null is still refused."""
+    model = request_model(spec, unknown_category="error", by_id=True)
+    alone = model.model_validate_json('{"customer_id": "7590-VHVEG"}')
+    assert alone.model_fields_set == {"customer_id"}
+    some = model.model_validate_json('{"customer_id": "7590-VHVEG", "tenure": 24.0, "contract": "One year"}')
+    assert (some.model_fields_set, some.tenure) == ({"customer_id", "tenure", "contract"}, 24)  # type: ignore[attr-defined]
+    assert _problems(model, {"customer_id": "x", "tenure": None}) == [(("tenure",), "int_type")]
+    assert _problems(model, {"customer_id": "x", "contract": "Weekly"})[0][0] == ("contract",)
+    assert _problems(model, {"customer_id": "x", "colour": "red"}) == [(("colour",), "extra_forbidden")]
+    full = example_customer(spec) | {"customer_id": "x"}
+    assert (
+        model.model_validate(full).model_dump()
+        == customer_model(spec, unknown_category="error").model_validate(full).model_dump()
+    )
+
+
+def test_by_id_the_schema_is_the_full_customer_or_an_id_with_any_fields(spec: DatasetSpec) -> None:
+    schema = TypeAdapter(request_model(spec, unknown_category="error", by_id=True)).json_schema()
+    full, by_id = schema["anyOf"]
+    required = {c.name for c in spec.features if not c.nullable}
+    assert set(full["required"]) == required
+    assert by_id["required"] == ["customer_id"]
+    assert by_id["properties"]["customer_id"]["type"] == "string"
+    assert by_id["properties"].keys() == full["properties"].keys()
+    assert not any("default" in field for name, field in by_id["properties"].items() if name in required)
+    assert "customer_id" in schema["description"]
+
+
+def test_without_the_store_the_request_model_is_the_full_customer(spec: DatasetSpec) -> None:
+    model = request_model(spec, unknown_category="map", by_id=False)
+    assert model.model_json_schema() == customer_model(spec, unknown_category="map").model_json_schema()

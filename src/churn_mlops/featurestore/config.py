@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
@@ -13,6 +15,7 @@ from churn_mlops.sql import database_url
 FEATURE_VIEW = "customers"
 ONLINE_DB = "online.db"
 REGISTRY_DB = "registry.db"
+PROMETHEUS_KEYS = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
 ENTITY_KEY_SERIALIZATION_VERSION = 3  # Feast 0.67's default; the server's reader decodes the same
 
 
@@ -70,7 +73,15 @@ def redis_connection_string(url: str) -> str:
 
 
 def require_feast() -> None:
-    """Import Feast, or raise a clear error when the `features` extra is not installed."""
+    """Import Feast, or raise a clear error when the `features` extra is not installed.
+
+    Feast's import points prometheus-client at a multiprocess directory of its own
+    (PROMETHEUS_MULTIPROC_DIR); that is undone, so a server started later in the same process
+    keeps its own counters on /metrics.
+    """
+    if sys.modules.get("feast") is not None:  # imported already (None: blocked, as if absent)
+        return
+    saved = {key: os.environ.get(key) for key in PROMETHEUS_KEYS}
     try:
         import feast  # noqa: F401
     except ModuleNotFoundError as exc:
@@ -80,3 +91,9 @@ def require_feast() -> None:
             "the feature store needs Feast, which this install leaves out; install the features "
             "extra: uv sync --extra features (or pip install 'churn-mlops[features]')"
         ) from None
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import sqlite3
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -70,6 +72,7 @@ def materialize(
     source = stage(version, spec, settings.feature_repo_dir)
     step("applying the feature definitions")
     apply(store, spec, source, settings.feature_store.ttl_days)
+    _readers_never_wait(settings)
     field = event_time_field(spec)
     times = pl.read_parquet(source, columns=[spec.id.name, field]).filter(pl.col(field) <= end)
     described = asdict(_applied(settings, spec, version, str(source)))
@@ -87,6 +90,15 @@ def materialize(
         start=start.isoformat(),
         end=end.isoformat(),
     )
+
+
+def _readers_never_wait(settings: Settings) -> None:
+    """Put the SQLite online store in WAL mode (it stays so): a server's lookups read on while a
+    materialization writes, instead of waiting for it."""
+    path = settings.feature_repo_dir / ONLINE_DB
+    if settings.feature_store.redis_url is None and path.exists():
+        with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
+            connection.execute("PRAGMA journal_mode=WAL")
 
 
 def _applied(settings: Settings, spec: DatasetSpec, version: LakeVersion, source: str) -> Applied:

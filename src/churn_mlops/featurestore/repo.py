@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any
 
 from churn_mlops.data.spec import ColumnSpec, DatasetSpec, Kind
 from churn_mlops.errors import SourceError, first_line
-from churn_mlops.featurestore.config import FEATURE_VIEW, repo_options
+from churn_mlops.featurestore.config import FEATURE_VIEW, repo_options, require_feast
 from churn_mlops.featurestore.staging import event_time_field
 from churn_mlops.settings import Settings
 
@@ -28,6 +28,7 @@ logger = logging.getLogger(__name__)
 
 def open_store(settings: Settings) -> FeatureStore:
     """A Feast FeatureStore for these settings (the local folder is created for the embedded stores)."""
+    require_feast()
     from feast import FeatureStore
     from feast.repo_config import RepoConfig
 
@@ -38,6 +39,7 @@ def open_store(settings: Settings) -> FeatureStore:
 
 def entity(spec: DatasetSpec) -> Entity:
     """The customer entity: the spec's id, a string join key."""
+    require_feast()
     from feast import Entity, ValueType
 
     return Entity(
@@ -50,6 +52,7 @@ def entity(spec: DatasetSpec) -> Entity:
 
 def feature_view(spec: DatasetSpec, source: Path, ttl_days: float) -> FeatureView:
     """The `customers` view: every spec feature, read from a staged lake version."""
+    require_feast()
     from feast import FeatureView, Field, FileSource
 
     file_source = FileSource(

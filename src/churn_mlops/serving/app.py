@@ -1,8 +1,8 @@
 """The FastAPI model server: the composition root of the serving layer.
 
 `create_app` builds the routers from the dataset spec and mounts the dashboard; the lifespan
-builds the services (key store, rate limiter, prediction log, model holder, traffic counts) and
-tears them down.
+builds the services (key store, rate limiter, prediction log, model holder, online feature
+store, traffic counts) and tears them down.
 """
 
 import asyncio
@@ -27,13 +27,14 @@ from churn_mlops.serving.keys import KeyStore
 from churn_mlops.serving.metrics import Metrics
 from churn_mlops.serving.middleware import GatewayMiddleware, InFlight
 from churn_mlops.serving.model import ModelHolder
+from churn_mlops.serving.online import Completer, online_configured, online_store
 from churn_mlops.serving.openapi import document
 from churn_mlops.serving.predlog import PredictionLog
 from churn_mlops.serving.problems import add_error_handlers
 from churn_mlops.serving.ratelimit import make_rate_limiter
 from churn_mlops.serving.readiness import Readiness
 from churn_mlops.serving.rollout import Rollouts
-from churn_mlops.serving.schemas import customer_model
+from churn_mlops.serving.schemas import customer_model, request_model
 from churn_mlops.serving.traffic import TrafficRecorder
 from churn_mlops.settings import Settings, get_settings
 from churn_mlops.sql import database_url, timeout_args
@@ -61,6 +62,7 @@ def build_services(settings: Settings) -> Services:
         predlog=predlog,
         holder=ModelHolder(one_scoring_thread(catalog.load), catalog.resolve),
         rollouts=Rollouts(url, catalog.load, guards=settings.rollout, timeout=timeout),
+        online=online_store(settings, load_spec(settings.data.spec)),
     )
 
 
@@ -72,6 +74,8 @@ async def start_services(settings: Settings, factory: ServicesFactory = build_se
         await services.limiter.ping()
         if services.rollouts is not None:
             services.rollouts.start()
+        if services.online is not None:
+            await services.online.start()
     except BaseException:
         await stop_services(services)
         raise
@@ -87,6 +91,8 @@ async def stop_services(services: Services) -> None:
     finally:
         await services.limiter.close()
         services.keys.close()
+        if services.online is not None:
+            await services.online.close()
 
 
 def create_app(
@@ -137,7 +143,16 @@ def create_app(
     )
     app.state.in_flight = in_flight
     app.state.settings, app.state.spec, app.state.metrics = settings, spec, metrics
-    app.state.customer = customer_model(spec, unknown_category=settings.serving.unknown_category)
+    unknown_category = settings.serving.unknown_category
+    by_id = online_configured(settings)
+    app.state.by_id = by_id
+    app.state.customer = request_model(spec, unknown_category=unknown_category, by_id=by_id)
+    app.state.completer = Completer(
+        customer_model(spec, unknown_category=unknown_category),
+        spec.id.name,
+        ttl_days=settings.feature_store.ttl_days,
+        stale=settings.feature_store.stale,
+    )
     add_error_handlers(app)
     document(app)
     direct = routers.predict.routes(app.state.customer, settings.serving.max_batch)

@@ -11,6 +11,7 @@ from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.serving.keys import ApiKey, KeyStore
 from churn_mlops.serving.metrics import Metrics
 from churn_mlops.serving.model import LoadedModel, ModelHolder
+from churn_mlops.serving.online import Completer, OnlineStore
 from churn_mlops.serving.predlog import PredictionLog
 from churn_mlops.serving.ratelimit import RateLimiter
 from churn_mlops.serving.rollout import Rollouts
@@ -26,6 +27,7 @@ class Services:
     predlog: PredictionLog
     holder: ModelHolder
     rollouts: Rollouts | None = None  # a shadow model, while a rollout runs
+    online: OnlineStore | None = None  # the online feature store, where one is configured
 
 
 def get_services(request: Request) -> Services:
@@ -53,6 +55,12 @@ def get_spec(request: Request) -> DatasetSpec:
     """The dataset spec the app serves."""
     spec: DatasetSpec = request.app.state.spec
     return spec
+
+
+def get_completer(request: Request) -> Completer:
+    """What completes customers sent by id from the online store."""
+    completer: Completer = request.app.state.completer
+    return completer
 
 
 def get_request_model(request: Request) -> type[BaseModel]:

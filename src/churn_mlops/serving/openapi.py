@@ -2,8 +2,8 @@
 
 FastAPI documents the successful answers and the request bodies from the routes; this module adds
 what happens around them: the refusals (the gateway's 413 and 415, authentication, scopes, rate
-limits, validation, unavailable dependencies) with the bodies the server really sends, and the two
-ways to present a key.
+limits, validation, unavailable dependencies, and with an online feature store unknown customers
+and stale features) with the bodies the server really sends, and the two ways to present a key.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
 from pydantic import BaseModel
 
-from churn_mlops.serving.schemas import ProblemPublic, ValidationProblemPublic
+from churn_mlops.serving.schemas import CustomersProblemPublic, ProblemPublic, ValidationProblemPublic
 
 SCHEMES = {
     "ApiKeyHeader": {"type": "apiKey", "in": "header", "name": "X-API-Key"},
@@ -29,6 +29,8 @@ REFUSALS: dict[tuple[str, str], tuple[int, ...]] = {
     ("get", "/model"): (*KEY, 503),
     ("post", "/admin/reload"): (*GATEWAY, *KEY, 409, 503),
 }
+BY_ID = (404, 409)  # what a prediction by customer id adds, where an online store is configured
+PREDICTIONS = (("post", "/predict"), ("post", "/predict/batch"))
 WHY = {
     401: "No API key, or one that is not valid.",
     403: "The API key lacks the scope this route needs (`predict`, or `admin` for /admin).",
@@ -38,7 +40,13 @@ WHY = {
     422: "The body or query is not valid: every problem under `errors`, the first five in `detail`.",
     429: "The key's rate limit is spent; retry after `Retry-After` seconds.",
     503: "No verified model is loaded, or a store this request needs (prediction log, API key store, "
-    "rate-limit store) is unavailable; try again.",
+    "rate-limit store, online feature store) is unavailable; try again.",
+}
+WHY_BY_ID = {
+    404: "A customer sent by id (without every field) whose features the online store does not hold: "
+    "every such id under `customer_ids`.",
+    409: "A customer sent by id whose stored features are older than `feature_store.ttl_days` (with "
+    "`feature_store.stale` = error): each one under `customer_ids`, their ages in `detail`.",
 }
 HEADERS = {
     401: {"WWW-Authenticate": {"schema": {"type": "string", "const": "ApiKey"}}},
@@ -72,19 +80,24 @@ def contract(app: FastAPI) -> dict[str, Any]:
     for name in ("HTTPValidationError", "ValidationError"):  # FastAPI's 422, which this server never sends
         models.pop(name, None)
     components["securitySchemes"] = SCHEMES
+    by_id = getattr(app.state, "by_id", False)
+    if by_id:
+        models.update(_component(CustomersProblemPublic))
     for (method, path), codes in REFUSALS.items():
         operation = schema["paths"][path][method]
         operation["security"] = KEYED
         answers = operation["responses"] | {str(code): _answer(code) for code in codes}
+        if by_id and (method, path) in PREDICTIONS:
+            answers |= {str(code): _answer(code, by_id=True) for code in BY_ID}
         operation["responses"] = dict(sorted(answers.items()))
     _readiness(schema["paths"]["/health/ready"]["get"]["responses"])
     return schema
 
 
-def _answer(code: int) -> dict[str, Any]:
-    model = ValidationProblemPublic if code == 422 else ProblemPublic
+def _answer(code: int, *, by_id: bool = False) -> dict[str, Any]:
+    model = ValidationProblemPublic if code == 422 else CustomersProblemPublic if by_id else ProblemPublic
     answer: dict[str, Any] = {
-        "description": WHY[code],
+        "description": WHY_BY_ID[code] if by_id else WHY[code],
         "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{model.__name__}"}}},
     }
     if code in HEADERS:

@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse
 from churn_mlops.errors import ChurnError
 from churn_mlops.serving.keys import KeyStoreError
 from churn_mlops.serving.middleware import BodyTooLargeError
+from churn_mlops.serving.online.errors import FeatureStoreError, StaleFeaturesError, UnknownCustomerError
 from churn_mlops.serving.predlog import PredictionLogError
 from churn_mlops.serving.ratelimit import RateLimitBackendError
 
@@ -25,6 +26,7 @@ UNAVAILABLE: dict[type[ChurnError], str] = {
     PredictionLogError: "the prediction log is unavailable; try again",
     RateLimitBackendError: "the rate-limit store is unavailable; try again",
     KeyStoreError: "the API key store is unavailable; try again",
+    FeatureStoreError: "the online feature store is unavailable; try again",
 }
 SOMETHING_UNAVAILABLE = "a service this request needs is unavailable; try again"
 
@@ -41,6 +43,14 @@ def add_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BodyTooLargeError)
     async def too_large(request: Request, exc: BodyTooLargeError) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=413)
+
+    @app.exception_handler(UnknownCustomerError)
+    async def unknown(request: Request, exc: UnknownCustomerError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "customer_ids": exc.customer_ids}, status_code=404)
+
+    @app.exception_handler(StaleFeaturesError)
+    async def stale(request: Request, exc: StaleFeaturesError) -> JSONResponse:
+        return JSONResponse({"detail": str(exc), "customer_ids": exc.customer_ids}, status_code=409)
 
     @app.exception_handler(ChurnError)
     async def churn_error(request: Request, exc: ChurnError) -> JSONResponse:

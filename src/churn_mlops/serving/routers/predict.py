@@ -17,6 +17,7 @@ from churn_mlops.serving.deps import (
     PredictKey,
     authorize,
     current_model,
+    get_completer,
     get_metrics,
     get_services,
     get_spec,
@@ -37,7 +38,7 @@ def routes(customer: type[BaseModel], max_batch: int) -> list[DirectRoute]:
         explain: Explain = False,
     ) -> Response:
         """Score one customer."""
-        return _json((await _score(request, key, [body], explain))[0])
+        return _json((await _score(request, key, [body], explain, batch=False))[0])
 
     async def predict_batch(
         body: batch,  # type: ignore[valid-type]
@@ -46,7 +47,7 @@ def routes(customer: type[BaseModel], max_batch: int) -> list[DirectRoute]:
         explain: Explain = False,
     ) -> Response:
         """Score 1 to `serving.max_batch` customers in one call."""
-        found = await _score(request, key, body, explain)
+        found = await _score(request, key, body, explain, batch=True)
         return _json(answers.batch(found, request.state.request_id))
 
     batch_body: TypeAdapter[Any] = TypeAdapter(batch)
@@ -82,19 +83,24 @@ def _solver(body: TypeAdapter[Any]) -> Solver:
     return solve
 
 
-async def _score(request: Request, key: ApiKey, customers: list[Any], explain: bool) -> list[dict[str, Any]]:
-    """Score, log (committed before the answer) and count a list of customers."""
+async def _score(
+    request: Request, key: ApiKey, customers: list[Any], explain: bool, *, batch: bool
+) -> list[dict[str, Any]]:
+    """Complete (by id), score, log (committed before the answer) and count a list of customers."""
     started = time.perf_counter()
     services = get_services(request)
     model = current_model(services)
     request.state.model_version = model.version
-    records = [customer.model_dump() for customer in customers]
+    completed = await get_completer(request).complete(customers, services.online, batch=batch)
+    records = completed.records
     id_field = get_spec(request).id.name
     rollouts = services.rollouts
     canary = rollouts.canary if rollouts is not None else None
     found = answers.predictions(
         model, records, request.state.request_id, id_field=id_field, explain=explain, canary=canary
     )
+    for row, features in completed.features.items():
+        found[row]["features"] = features
     latency = (time.perf_counter() - started) * 1000
     await services.predlog.write(answers.log_records(found, records, key.name, latency, datetime.now(UTC)))
     shadow = rollouts.shadow if rollouts is not None else None
