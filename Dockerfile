@@ -79,6 +79,14 @@ HEALTHCHECK --interval=30s --timeout=5s --start-period=30s --retries=3 \
 CMD ["serve", "--host", "0.0.0.0", "--port", "8000"]
 
 FROM runtime AS jobs
+USER 0:0
+# ld (binutils) links the trees batch scoring compiles with LLVM into a small shared library;
+# without it they are loaded through llvmlite, which takes about 50 MB more memory.
+# hadolint ignore=DL3008
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends binutils \
+    && rm -rf /var/lib/apt/lists/*
+USER 10001:10001
 COPY --from=build-jobs /opt/venv /opt/venv
 CMD ["loop", "run"]
 
@@ -89,7 +97,7 @@ USER 0:0
 # hadolint ignore=DL3008
 RUN mkdir -p /usr/share/man/man1 \
     && apt-get update \
-    && apt-get install -y --no-install-recommends openjdk-17-jre-headless \
+    && apt-get install -y --no-install-recommends openjdk-17-jre-headless binutils \
     && rm -rf /var/lib/apt/lists/*
 USER 10001:10001
 COPY --from=build-spark /opt/venv /opt/venv

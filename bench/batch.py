@@ -1,13 +1,18 @@
-"""Batch scoring benchmark: the local engine against LightGBM's own predict, and the Spark engine.
+"""Batch scoring benchmark: the local engine, with and without compiled trees, against LightGBM's own predict.
 
-Set-up (not timed): a champion trained by `churn pipeline run` in a fresh CHURN_HOME, and
+Set-up (not timed): a LightGBM champion trained by `churn pipeline run` in a fresh CHURN_HOME, and
 N synthetic customers written to Parquet. Then, in one run:
 
 - ours: `churn batch score --input in.parquet --output out.parquet` (the local engine: read,
   validate, transform, predict, write, in Arrow batches), its rows/s as the job reports it and its
-  peak RSS as the kernel reports it for that process;
+  peak RSS as the kernel reports it for that process; once with LightGBM (`batch.compiled=off`)
+  and once with compiled trees (`batch.compiled=on`, compiled into a cold cache);
 - reference: `Booster.predict` of the same model on the already-built numpy matrix of the same
-  rows, with the same thread count (what scoring would cost with no I/O, validation or features);
+  rows, on one thread and on all the engine's threads (what scoring would cost with no I/O,
+  validation or features); in the same child, each stage alone over all the rows (read, validate,
+  transform, compiled predict) and the trees' compile time with no cache;
+- one row: the latency of scoring one customer's feature row through LightGBM's single-row C API
+  (the API's path) and through the compiled trees;
 - spark: the same job with `--engine spark` in local[2] mode.
 
     uv run python bench/batch.py                 # 1 million rows
@@ -29,19 +34,33 @@ from pathlib import Path
 from typing import Any
 
 TARGET_RATIO = 0.7
+COMPILED_TARGET = 3.0  # compiled local engine rows/s over Booster.predict's, same threads
 
 
 def main() -> None:
     """Run the benchmark and print a table, then one JSON line."""
     args = _arguments()
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="churn-bench-batch-"))
-    env = {**os.environ, "CHURN_HOME": str(workdir / "churn-home"), "CHURN_BATCH__SPARK_MASTER": "local[2]"}
+    threads = str(os.cpu_count() or 1)
+    env = {
+        **os.environ,
+        "CHURN_HOME": str(workdir / "churn-home"),
+        "CHURN_BATCH__SPARK_MASTER": "local[2]",
+        "CHURN_BATCH__NUM_THREADS": threads,
+        "CHURN_TRAINING__CANDIDATES": '["lightgbm"]',  # the reference is LightGBM's own predict
+    }
     try:
         source = _setup(workdir, env, args.rows)
-        ours = _score(source, workdir / "scores.parquet", env, "local")
+        ours = _score(source, workdir / "scores.parquet", {**env, "CHURN_BATCH__COMPILED": "off"}, "local")
+        fast = _score(
+            source, workdir / "scores-compiled.parquet", {**env, "CHURN_BATCH__COMPILED": "on"}, "local"
+        )
+        fast["max_abs_diff"] = _max_difference(
+            workdir / "scores.parquet", workdir / "scores-compiled.parquet"
+        )
         reference = _raw_predict(source, env)
         spark = None if args.skip_spark else _score(source, workdir / "scores-spark.parquet", env, "spark")
-        _report(args.rows, ours, reference, spark)
+        _report(args.rows, ours, fast, reference, spark)
     finally:
         if not args.workdir:
             shutil.rmtree(workdir, ignore_errors=True)
@@ -94,67 +113,96 @@ def _score(source: Path, output: Path, env: dict[str, str], engine: str) -> dict
     return {**summary, "peak_rss_mb": round(peak, 1)}
 
 
-def _raw_predict(source: Path, env: dict[str, str]) -> dict[str, float]:
-    """lightgbm's Booster.predict alone on the prebuilt matrix, in a child so memory is not shared."""
-    code = """
-import json, sys, time
-import lightgbm as lgb
-import polars as pl
-from churn_mlops.data.spec import load_spec
-from churn_mlops.data.validation import validate
-from churn_mlops.features import transform
-from churn_mlops.models.registry import Registry
-from churn_mlops.settings import Settings
+def _max_difference(lightgbm: Path, compiled: Path) -> float:
+    """The largest difference between two runs' probabilities, customer by customer."""
+    import polars as pl
 
-settings = Settings()
-_, predictor = Registry.from_settings(settings).load("champion")
-valid = validate(pl.read_parquet(sys.argv[1]).drop("Churn"), load_spec(), require_target=False).valid
-matrix = transform(valid, predictor.features)
-booster = lgb.Booster(model_str=predictor.booster.model_text)
-times = []
-for _ in range(2):
-    started = time.perf_counter()
-    booster.predict(matrix, raw_score=True, num_threads=settings.batch.num_threads)
-    times.append(time.perf_counter() - started)
-print(json.dumps({"rows": matrix.shape[0], "seconds": min(times)}))
-"""
+    left = pl.read_parquet(lightgbm, columns=["customer_id", "churn_probability"])
+    right = pl.read_parquet(compiled, columns=["customer_id", "churn_probability"])
+    joined = left.join(right, on="customer_id", how="full", suffix="_compiled")
+    if joined.height != left.height or joined.get_column("churn_probability_compiled").null_count():
+        raise SystemExit("the compiled run scored other customers than the LightGBM run")
+    gap = (pl.col("churn_probability") - pl.col("churn_probability_compiled")).abs().max()
+    return float(joined.select(gap).item())
+
+
+def _raw_predict(source: Path, env: dict[str, str]) -> dict[str, Any]:
+    """lightgbm's Booster.predict alone on the prebuilt matrix, in a child so memory is not shared;
+    and in the same child each stage alone, the compile time and one-row latencies."""
     result = subprocess.run(
-        [sys.executable, "-c", code, str(source)], env=env, capture_output=True, text=True, check=False
+        [sys.executable, str(Path(__file__).with_name("batch_stages.py")), str(source)],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
     )
     if result.returncode:
         raise SystemExit(f"reference failed:\n{result.stderr[-3000:]}")
-    figures = json.loads(result.stdout.strip().splitlines()[-1])
-    return {"seconds": figures["seconds"], "rows_per_s": figures["rows"] / figures["seconds"]}
+    figures: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures
 
 
 def _report(
-    rows: int, ours: dict[str, Any], reference: dict[str, float], spark: dict[str, Any] | None
+    rows: int,
+    ours: dict[str, Any],
+    fast: dict[str, Any],
+    reference: dict[str, Any],
+    spark: dict[str, Any] | None,
 ) -> None:
-    ratio = ours["rows_per_s"] / reference["rows_per_s"]
-    print(f"{'':44}{'rows':>12}{'seconds':>10}{'rows/s':>14}{'peak RSS MB':>14}")
-    print(
-        f"{'local engine (read+validate+score+write)':44}{rows:>12,}{ours['seconds']:>10.2f}"
-        f"{ours['rows_per_s']:>14,}{ours['peak_rss_mb']:>14,.0f}"
-    )
-    print(
-        f"{'reference: Booster.predict on the matrix':44}{rows:>12,}{reference['seconds']:>10.2f}"
-        f"{round(reference['rows_per_s']):>14,}{'':>14}"
-    )
+    raw = reference["rows"] / reference["predict_s"]
+    ratio = ours["rows_per_s"] / raw
+    compiled_ratio = fast["rows_per_s"] / raw
+    threads = reference["threads"]
+    print(f"{'':50}{'rows':>12}{'seconds':>10}{'rows/s':>14}{'peak RSS MB':>14}")
+    for name, run in (
+        ("local engine, LightGBM (read+validate+score+write)", ours),
+        ("local engine, compiled trees", fast),
+    ):
+        print(
+            f"{name:50}{rows:>12,}{run['seconds']:>10.2f}{run['rows_per_s']:>14,}{run['peak_rss_mb']:>14,.0f}"
+        )
     if spark:
         print(
-            f"{'spark engine, local[2]':44}{rows:>12,}{spark['seconds']:>10.2f}{spark['rows_per_s']:>14,}"
+            f"{'spark engine, local[2]':50}{rows:>12,}{spark['seconds']:>10.2f}{spark['rows_per_s']:>14,}"
             f"{spark['peak_rss_mb']:>14,.0f}"
         )
+    print("stages alone, on all rows at once (reference child):")
+    stages = [
+        ("read Parquet", "read_s", 1),
+        ("validate", "validate_s", 1),
+        ("transform (features)", "transform_s", 1),
+        ("Booster.predict, 1 thread", "predict_1_s", 1),
+        (f"Booster.predict, {threads} threads", "predict_s", threads),
+        ("compiled predict, 1 thread", "compiled_1_s", 1),
+        (f"compiled predict, {threads} threads", "compiled_s", threads),
+    ]
+    for name, key, _ in stages:
+        seconds = reference[key]
+        print(f"  {name:48}{reference['rows']:>12,}{seconds:>10.3f}{round(reference['rows'] / seconds):>14,}")
+    print(
+        f"compile: {reference['compile_s']:.2f} s with no cache ({reference['trees']} trees); "
+        f"the compiled run took {fast['compile_seconds']} s to compile or load them"
+    )
+    print(
+        f"one row: single-row C API {reference['one_row_lightgbm_us']:.1f} us, "
+        f"compiled {reference['one_row_compiled_us']:.1f} us (median of {reference['one_row_calls']:,} calls)"
+    )
+    print(f"compiled vs LightGBM probabilities, max abs difference over all rows: {fast['max_abs_diff']:.3g}")
     verdict = "PASS" if ratio >= TARGET_RATIO else "FAIL"
     print(f"ratio (local / raw predict rows/s): {ratio:.3f}   target >= {TARGET_RATIO}   {verdict}")
+    verdict = "PASS" if compiled_ratio >= COMPILED_TARGET else "FAIL"
+    print(
+        f"compiled ratio (compiled local / raw predict rows/s, {threads} threads): {compiled_ratio:.3f}   "
+        f"target >= {COMPILED_TARGET}   {verdict}"
+    )
     print(
         json.dumps(
             {
                 "rows": rows,
                 "local_rows_per_s": ours["rows_per_s"],
                 "local_seconds": ours["seconds"],
-                "raw_predict_rows_per_s": round(reference["rows_per_s"]),
-                "raw_predict_seconds": round(reference["seconds"], 3),
+                "raw_predict_rows_per_s": round(raw),
+                "raw_predict_seconds": round(reference["predict_s"], 3),
                 "ratio": round(ratio, 3),
                 "target": TARGET_RATIO,
                 "passed": ratio >= TARGET_RATIO,
@@ -162,6 +210,20 @@ def _report(
                 "peak_rss_mb": ours["peak_rss_mb"],
                 "spark_peak_rss_mb": spark["peak_rss_mb"] if spark else None,
                 "rows_quarantined": ours["rows_quarantined"],
+                "threads": threads,
+                "raw_predict_1_thread_rows_per_s": round(reference["rows"] / reference["predict_1_s"]),
+                "compiled_rows_per_s": fast["rows_per_s"],
+                "compiled_seconds": fast["seconds"],
+                "compiled_ratio": round(compiled_ratio, 3),
+                "compiled_target": COMPILED_TARGET,
+                "compiled_passed": compiled_ratio >= COMPILED_TARGET,
+                "compiled_peak_rss_mb": fast["peak_rss_mb"],
+                "compiled_scorer": fast["scorer"],
+                "compiled_max_abs_diff": fast["max_abs_diff"],
+                "compile_s": round(reference["compile_s"], 3),
+                "compiled_predict_rows_per_s": round(reference["rows"] / reference["compiled_s"]),
+                "one_row_lightgbm_us": round(reference["one_row_lightgbm_us"], 2),
+                "one_row_compiled_us": round(reference["one_row_compiled_us"], 2),
             }
         )
     )

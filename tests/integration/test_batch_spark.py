@@ -29,7 +29,7 @@ from tests.commands import churn
 from tests.integration.serving_fixtures import TrainedHome
 
 RUN_DATE = "2026-11-29"
-VOLATILE = {"engine", "seconds", "rows_per_s", "output", "quarantine_path", "top_path"}
+VOLATILE = {"engine", "seconds", "rows_per_s", "output", "quarantine_path", "top_path", "compile_seconds"}
 
 
 def require_spark(*, java: bool = True) -> None:
@@ -162,6 +162,7 @@ def test_api_local_and_spark_scores_agree(
         )
         profiles[engine] = _batch_profile(home)
     local, spark_run = runs["local"], runs["spark"]
+    assert local["scorer"] == spark_run["scorer"] == "compiled", "each Spark worker compiles the trees too"
     sums = {engine: _pop_sums(profile) for engine, profile in profiles.items()}
     assert profiles["local"] == profiles["spark"], "Spark's partial profiles add up to the local one"
     assert sums["local"].keys() == sums["spark"].keys()

@@ -35,6 +35,7 @@ OUTPUT_SCHEMA = {
     "_quarantined": pl.String(),
     "_failed": pl.String(),
     "_profile": pl.String(),
+    "_scorer": pl.String(),
 }
 SCORED_AT = datetime(2026, 11, 29, 8, 30, tzinfo=UTC)
 
@@ -170,6 +171,19 @@ def test_batches_without_a_profile_come_back_without_one(tmp_path: Path) -> None
     assert back.scores.equals(batch.scores)
 
 
+@pytest.mark.parametrize("batch_rows", [1, 1000])
+def test_what_scored_each_batch_comes_back_without_counting_as_a_row(tmp_path: Path, batch_rows: int) -> None:
+    batches = [
+        ScoredBatch(_scores(["a", "b"], [0.4, 0.8]), pl.DataFrame(), 2, scorer="compiled"),
+        ScoredBatch(_scores(["c"], [0.1]), pl.DataFrame(), 1, _profile(1, (1, 0), "X"), scorer="lightgbm"),
+    ]
+    _write(tmp_path, 0, pl.concat([encode(0, b) for b in batches]))
+    back = _read(tmp_path, batch_rows)
+    assert {s for b in back if b.scorer for s in b.scorer.split("+")} == {"compiled", "lightgbm"}
+    assert sum(b.rows_in for b in back) == 3
+    assert pl.concat([b.scores for b in back]).equals(pl.concat([b.scores for b in batches]))
+
+
 def test_a_partition_with_nothing_quarantined_comes_back_with_an_empty_quarantine(tmp_path: Path) -> None:
     batch = ScoredBatch(_scores(["a", "b"], [0.4, 0.8]), pl.DataFrame(), 2)
     _write(tmp_path, 0, encode(0, batch))
@@ -230,5 +244,6 @@ def test_the_spark_schema_lists_every_output_column_with_its_spark_type() -> Non
     assert spark_schema() == (
         "`_part` int, `customer_id` string, `churn_probability` double, `prediction` tinyint, "
         "`risk` string, `model_version` string, `scored_at` timestamp, `run_date` date, "
-        "`revenue_at_risk` double, `_quarantined` string, `_failed` string, `_profile` string"
+        "`revenue_at_risk` double, `_quarantined` string, `_failed` string, `_profile` string, "
+        "`_scorer` string"
     )

@@ -37,7 +37,12 @@ def drain(
             writer.write(scored.scores)
             quarantine.write(scored.quarantine)
             totals.add(
-                scored.scores, scored.quarantine.height, scored.rows_in, scored.profile, scored.leaders
+                scored.scores,
+                scored.quarantine.height,
+                scored.rows_in,
+                scored.profile,
+                scored.leaders,
+                scored.scorer,
             )
         check_totals(totals, spec.max_quarantine_fraction)
         writer.commit()

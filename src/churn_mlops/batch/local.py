@@ -1,7 +1,8 @@
 """The local batch engine: stream the source in Arrow batches, score, write, never hold it all.
 
-Reading the next batch overlaps with scoring the current one (a reader thread), and LightGBM
-scores with both cores, so the run is bounded by the slower of the two, in bounded memory.
+Reading the next batch overlaps with scoring the current one (a reader thread), and the trees
+(compiled to native code where `batch.compiled` allows, else LightGBM) score with all of the
+batch's threads, so the run is bounded by the slower of the two, in bounded memory.
 """
 
 from __future__ import annotations

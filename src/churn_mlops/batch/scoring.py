@@ -1,7 +1,8 @@
 """Scoring one batch: validate raw rows, score the valid ones, quarantine the rest.
 
 The same function runs in the local engine and inside each Spark partition, with the same
-Predictor the API uses, so the three paths give the same probabilities.
+Predictor the API uses, so the three paths give the same probabilities (to 1e-9 where the batch
+scores on compiled trees, which sum the same trees in another order).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from churn_mlops.data.normalize import ROW
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.data.validation import validate
 from churn_mlops.models.artifacts import Predictor, risk_bands
+from churn_mlops.models.compiled import scorer_name
 from churn_mlops.monitoring.profile import Profile, Slices, build_profile
 from churn_mlops.monitoring.reference import Reference
 
@@ -56,6 +58,7 @@ class ScoredBatch:
     rows_in: int
     profile: Profile | None = None
     leaders: pl.DataFrame | None = None  # the batch's rows of most revenue at risk, with their features
+    scorer: str | None = None  # what scored it: compiled, lightgbm or logistic_regression
 
 
 def score_batch(raw: pl.DataFrame, context: ScoringContext, *, first_row: int = 1) -> ScoredBatch:
@@ -71,7 +74,7 @@ def score_batch(raw: pl.DataFrame, context: ScoringContext, *, first_row: int = 
         probabilities, decisions = scores.get_column("churn_probability"), scores.get_column("prediction")
         profile = build_profile(result.valid, probabilities, decisions, context.reference, context.slices)
     leaders = _leaders(result.valid, scores, context.leaders)
-    return ScoredBatch(scores, quarantine, raw.height, profile, leaders)
+    return ScoredBatch(scores, quarantine, raw.height, profile, leaders, scorer_name(context.predictor))
 
 
 def _leaders(valid: pl.DataFrame, scores: pl.DataFrame, count: int) -> pl.DataFrame | None:

@@ -2,7 +2,8 @@
 
 Spark reads the source (CSV as text under the header's names; Parquet files in the local engine's
 order), executors score each Arrow batch with the Predictor they build once per Python worker
-from broadcast, checksum-verified model files, and Spark writes one union table (scores, and
+from broadcast, checksum-verified model files (its trees compiled on the worker's machine where
+`batch.compiled` allows), and Spark writes one union table (scores, and
 quarantined rows encoded as JSON) to a temporary Parquet folder. The driver streams that folder
 back in source order into the local engine's ScoreWriter, QuarantineWriter and RunTotals, so both
 engines write the same scores, quarantine file, top customers and summary.
@@ -48,6 +49,7 @@ from churn_mlops.batch.summary import RunTotals
 from churn_mlops.data.sources import CSV_SUFFIXES, PARQUET_SUFFIXES, Source, iter_source, parquet_files
 from churn_mlops.errors import ChecksumError, ChurnError, SourceError, first_line
 from churn_mlops.models.artifacts import CHECKSUMS_FILE, Predictor, predictor_from_files
+from churn_mlops.models.compiled import Mode, cache_dir, with_compiled_trees
 from churn_mlops.settings import Settings
 
 if TYPE_CHECKING:
@@ -85,7 +87,7 @@ def _session_batches(
     with (
         spark_session(settings.batch) as spark,
         _scratch(settings) as scratch,
-        _shipped(spark, registry, context, scratch) as job,
+        _shipped(spark, registry, context, scratch, settings) as job,
     ):
         yield from _scored_batches(spark, source, job, scratch, settings.batch.batch_rows)
 
@@ -110,6 +112,8 @@ class _Job:
     digest: str
     num_threads: int
     shared: dict[str, Any]  # every ScoringContext field but the predictor
+    compiled: Mode  # batch.compiled: each worker compiles the trees for its own machine
+    compiled_cache: str  # the workers' local cache of compiled trees
 
     def context(self) -> ScoringContext:
         """The ScoringContext on an executor, with this worker's verified Predictor."""
@@ -118,7 +122,7 @@ class _Job:
 
 @contextmanager
 def _shipped(
-    spark: SparkSession, registry: Registry, context: ScoringContext, scratch: Path
+    spark: SparkSession, registry: Registry, context: ScoringContext, scratch: Path, settings: Settings
 ) -> Iterator[_Job]:
     """Broadcast the version's verified files for the run, and drop them afterwards."""
     folder = registry.fetch(context.model_version, scratch / "model")
@@ -128,14 +132,16 @@ def _shipped(
     shared = {f.name: getattr(context, f.name) for f in fields(context) if f.name != "predictor"}
     threads = int(spark.sparkContext.getConf().get("spark.task.cpus", "1") or "1")
     broadcast = spark.sparkContext.broadcast(files)
+    digest = hashlib.sha256(files[CHECKSUMS_FILE]).hexdigest()
+    compiled = settings.batch.compiled, str(cache_dir(settings.home))
     try:
-        yield _Job(broadcast, hashlib.sha256(files[CHECKSUMS_FILE]).hexdigest(), threads, shared)
+        yield _Job(broadcast, digest, threads, shared, *compiled)
     finally:
         broadcast.destroy()
 
 
 def _worker_predictor(job: _Job) -> Predictor:
-    """The job's Predictor, verified and built once per Python worker (which keeps one model)."""
+    """The job's Predictor, verified and built (its trees compiled) once per Python worker."""
     predictor = _PREDICTORS.get(job.digest)
     if predictor is None:
         files = job.files.value
@@ -144,6 +150,7 @@ def _worker_predictor(job: _Job) -> Predictor:
                 f"{CHECKSUMS_FILE}: the broadcast model is not the version the driver fetched"
             )
         predictor = predictor_from_files(files).with_threads(job.num_threads)
+        predictor = with_compiled_trees(predictor, job.compiled, Path(job.compiled_cache))
         _PREDICTORS.clear()
         _PREDICTORS[job.digest] = predictor
     return predictor

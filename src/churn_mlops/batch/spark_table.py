@@ -1,8 +1,8 @@
 """The table the Spark engine's executors write and its driver reads back.
 
 Each executor writes one union table per partition: the scores, the quarantined rows encoded as
-JSON and one row per batch with its monitoring profile (JSON), or one row carrying the ChurnError
-that stopped it, all tagged with the partition number.
+JSON and one row per batch with what scored it and its monitoring profile (JSON), or one row
+carrying the ChurnError that stopped it, all tagged with the partition number.
 The driver reads the Parquet parts back in partition order and turns them into the local
 engine's ScoredBatches, with source row numbers.
 """
@@ -23,7 +23,7 @@ from churn_mlops.data.normalize import ROW
 from churn_mlops.errors import ChurnError
 from churn_mlops.monitoring.profile import Profile
 
-PART, QUARANTINED, FAILED, PROFILE = "_part", "_quarantined", "_failed", "_profile"
+PART, QUARANTINED, FAILED, PROFILE, SCORER = "_part", "_quarantined", "_failed", "_profile", "_scorer"
 _SPARK_TYPES: dict[object, str] = {
     pl.String: "string",
     pl.Float64: "double",
@@ -43,10 +43,14 @@ def encode(part: int, scored: ScoredBatch) -> pl.DataFrame:
         else pl.DataFrame(schema={QUARANTINED: pl.String})
     )
     parts = [scored.scores, quarantined]
-    if scored.profile is not None:
-        parts.append(pl.DataFrame({PROFILE: [json.dumps(scored.profile.to_json())]}))
+    if scored.profile is not None or scored.scorer is not None:
+        profile = None if scored.profile is None else json.dumps(scored.profile.to_json())
+        parts.append(pl.DataFrame({SCORER: [scored.scorer], PROFILE: [profile]}, schema=_META))
     frame = pl.concat(parts, how="diagonal_relaxed")
     return conform(frame.with_columns(pl.lit(part, pl.Int32).alias(PART)))
+
+
+_META = {SCORER: pl.String, PROFILE: pl.String}
 
 
 def failure(part: int, exc: ChurnError) -> pl.DataFrame:
@@ -62,6 +66,7 @@ def _output_schema() -> dict[str, pl.DataType]:
         QUARANTINED: pl.String(),
         FAILED: pl.String(),
         PROFILE: pl.String(),
+        SCORER: pl.String(),
     }
 
 
@@ -97,15 +102,19 @@ def _decode(frame: pl.DataFrame, base: int) -> ScoredBatch:
     failed = frame.get_column(FAILED).drop_nulls()
     if failed.len():
         raise _executor_error(json.loads(failed.item(0)))
-    profiles = frame.get_column(PROFILE).drop_nulls()
-    rows = frame.filter(pl.col(PROFILE).is_null())
+    meta = frame.filter(pl.col(PROFILE).is_not_null() | pl.col(SCORER).is_not_null())
+    profiles = meta.get_column(PROFILE).drop_nulls()
+    scorers = set(meta.get_column(SCORER).drop_nulls())
+    rows = frame.filter(pl.col(PROFILE).is_null() & pl.col(SCORER).is_null())
     quarantined = rows.get_column(QUARANTINED)
     scores = rows.filter(quarantined.is_null()).select(SCORE_COLUMNS).cast(empty_scores().schema)
     profile = None
     for document in profiles:
         part = Profile.from_json(json.loads(document))
         profile = part if profile is None else profile + part
-    return ScoredBatch(scores, _quarantined_rows(quarantined.drop_nulls(), base), rows.height, profile)
+    scorer = "+".join(sorted(scorers)) or None
+    quarantine = _quarantined_rows(quarantined.drop_nulls(), base)
+    return ScoredBatch(scores, quarantine, rows.height, profile, scorer=scorer)
 
 
 def _quarantined_rows(encoded: pl.Series, base: int) -> pl.DataFrame:

@@ -27,6 +27,7 @@ class RunTotals:
     top: pl.DataFrame | None = None
     profile: Profile | None = None
     leaders: pl.DataFrame | None = None  # rows of most revenue at risk with their features
+    scorers: set[str] = field(default_factory=set)  # what scored the batches (Spark workers may differ)
 
     def add(
         self,
@@ -35,8 +36,11 @@ class RunTotals:
         rows_in: int,
         profile: Profile | None = None,
         leaders: pl.DataFrame | None = None,
+        scorer: str | None = None,
     ) -> None:
         """Count one batch in."""
+        if scorer is not None:
+            self.scorers.update(scorer.split("+"))
         if profile is not None:
             self.profile = profile if self.profile is None else self.profile + profile
         if leaders is not None:
@@ -58,6 +62,10 @@ class RunTotals:
             self.top = merged.sort(
                 ["revenue_at_risk", "churn_probability"], descending=True, nulls_last=True
             ).head(self.top_k)
+
+    def scorer(self) -> str | None:
+        """What scored the rows (compiled, lightgbm, ...), both joined by + where workers differed."""
+        return "+".join(sorted(self.scorers)) or None
 
     def distribution(self) -> dict[str, Any]:
         """Mean and quantiles (to 0.01) of the probabilities, and counts by risk."""

@@ -81,6 +81,12 @@ def score_command(
         _show(summary)
 
 
+def _scorer(summary: dict[str, Any]) -> str:
+    """Which trees scored: compiled (and how long compiling took), LightGBM's, or the linear model."""
+    seconds = summary.get("compile_seconds")
+    return f"{summary['scorer']} (compiled in {seconds} s)" if seconds else str(summary["scorer"])
+
+
 def _show(summary: dict[str, Any]) -> None:
     scores = summary["scores"]
     rows = [
@@ -90,6 +96,7 @@ def _show(summary: dict[str, Any]) -> None:
         ("scored", summary["rows_scored"]),
         ("quarantined", summary["rows_quarantined"]),
         ("throughput", f"{summary['rows_per_s']:,} rows/s ({summary['seconds']} s, {summary['engine']})"),
+        ("scorer", _scorer(summary)),
         ("mean probability", f"{scores['mean']:.3f}" if scores["mean"] is not None else "-"),
         (
             "p50 / p90 / p99",

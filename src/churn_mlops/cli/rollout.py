@@ -121,7 +121,8 @@ def stop_command(as_json: JsonOption = False) -> None:
     err.print(f"stopped the {stopped['mode']} of v{stopped['model_version']}", highlight=False)
 
 
-def _round(value: float | None) -> str:
+def _round(value: object) -> str:
+    """A count with thousands separators, a figure to four decimals, "-" for none."""
     if isinstance(value, int):
         return f"{value:,}"
-    return "-" if value is None else f"{value:.4f}"
+    return f"{value:.4f}" if isinstance(value, float) else "-"

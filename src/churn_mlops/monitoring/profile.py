@@ -213,11 +213,17 @@ def slice_keys(frame: pl.DataFrame, slices: Slices) -> dict[str, npt.NDArray[np.
 
 
 def _slices(frame: pl.DataFrame, p: FloatArray, d: IntArray, slices: Slices | None) -> dict[str, ScoreCounts]:
+    """Score counts of each slice present ("contract=One year"), one mask per label: no string
+    keys built per row, as `slice_keys` does for the label join."""
     counts = {}
-    for keys in slice_keys(frame, slices or {}).values():
-        for key in np.unique(keys):
-            mask = keys == key
-            counts[str(key)] = ScoreCounts.of(p[mask], d[mask])
+    for column, edges in (slices or {}).items():
+        if column not in frame.columns:
+            continue
+        labels, order = slice_labels(frame.get_column(column), edges)
+        for label in order:
+            mask = labels == label
+            if mask.any():
+                counts[f"{column}={label}"] = ScoreCounts.of(p[mask], d[mask])
     return counts
 
 
