@@ -3,9 +3,6 @@ that name the failing service, never where it runs."""
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -15,6 +12,7 @@ import pytest
 
 from churn_mlops.serving.keys import KeyStore
 from churn_mlops.settings import Settings
+from tests.e2e.contract import check_contract, generated_cases
 from tests.e2e.servers import server
 from tests.faults import redis_server
 from tests.integration.serving_fixtures import TrainedHome, make_trained_home
@@ -43,23 +41,12 @@ def serving(home: TrainedHome, probe: str = "/health/ready", **env: str) -> Iter
 
 
 def test_the_server_keeps_its_openapi_contract(home: TrainedHome, both_scopes: str, tmp_path: Path) -> None:
-    """Schemathesis, with all its default checks, on every keyed route; its coverage phase is left
-    out (it crashes on Python 3.11.7) and its example database is kept out of the tree."""
+    """Schemathesis on every keyed route (`tests.e2e.contract`)."""
+    paths = "^/(predict|predict/batch|model|admin/reload)$"
     with serving(home) as url:
-        command = [
-            *(sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json"),
-            *("--phases", "examples,fuzzing", "--max-examples", str(CASES_PER_OPERATION)),
-            *("--include-path-regex", "^/(predict|predict/batch|model|admin/reload)$"),
-            *("--header", f"X-API-Key: {both_scopes}", "--generation-database", "none"),
-            "--no-color",
-        ]
-        run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    report = run.stdout + run.stderr
-    assert run.returncode == 0, report[-20_000:]
+        report = check_contract(url, both_scopes, paths, CASES_PER_OPERATION, tmp_path)
     assert "4 selected" in report, report[-5000:]
-    generated = re.search(r"(\d+) generated", report)
-    assert generated is not None, report[-5000:]
-    assert int(generated[1]) >= 1000, report[-5000:]
+    assert generated_cases(report) >= 1000, report[-5000:]
 
 
 def test_a_failing_rate_limit_store_is_named_but_not_located(home: TrainedHome) -> None:

@@ -3,15 +3,13 @@ customers may be sent by id, where unknown ids (404) and fields that override (2
 
 from __future__ import annotations
 
-import re
-import subprocess
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 
 from churn_mlops.data.spec import load_spec
+from tests.e2e.contract import check_contract, generated_cases
 from tests.e2e.servers import server
 from tests.integration.feast_fixtures import feast_store, write_customers
 from tests.integration.serving_fixtures import TrainedHome, make_trained_home
@@ -36,17 +34,7 @@ def test_by_id_the_server_keeps_its_openapi_contract(home: TrainedHome, tmp_path
             f"{url}/predict", json={"customer_id": customer_id}, headers={"X-API-Key": home.predict_key}
         )
         assert answer.status_code == 200, answer.text
-        command = [
-            *(sys.executable, "-m", "schemathesis.cli", "run", f"{url}/openapi.json"),
-            *("--phases", "examples,fuzzing", "--max-examples", str(CASES_PER_OPERATION)),
-            *("--include-path-regex", "^/(predict|predict/batch)$"),
-            *("--header", f"X-API-Key: {home.predict_key}", "--generation-database", "none"),
-            "--no-color",
-        ]
-        run = subprocess.run(command, capture_output=True, text=True, timeout=300, cwd=tmp_path)
-    report = run.stdout + run.stderr
-    assert run.returncode == 0, report[-20_000:]
+        paths = "^/(predict|predict/batch)$"
+        report = check_contract(url, home.predict_key, paths, CASES_PER_OPERATION, tmp_path)
     assert "2 selected" in report, report[-5000:]
-    generated = re.search(r"(\d+) generated", report)
-    assert generated is not None, report[-5000:]
-    assert int(generated[1]) >= 300, report[-5000:]
+    assert generated_cases(report) >= 300, report[-5000:]

@@ -9,7 +9,6 @@ old contract; the online store, the new one.
 from __future__ import annotations
 
 import json
-import os
 import sys
 import uuid
 from collections.abc import Iterator
@@ -29,10 +28,9 @@ from churn_mlops.featurestore.repo import open_store
 from churn_mlops.featurestore.training import training_set
 from churn_mlops.settings import Settings, get_settings
 from tests.commands import churn
-from tests.conftest import POSTGRES_URL, require_service
+from tests.conftest import POSTGRES_URL
 from tests.factories import raw_customers, with_value
 
-REDIS_URL = os.environ.get("CHURN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 BEFORE, LABEL, AFTER, LATE = (
     "2026-01-01T08:00:00Z",
     "2026-01-15T23:59:59Z",
@@ -210,15 +208,11 @@ def test_redis_urls_become_feast_connection_strings() -> None:
 
 
 @pytest.fixture
-def redis_store(history_home: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
+def redis_store(history_home: Path, redis_url: str, monkeypatch: pytest.MonkeyPatch) -> Iterator[Settings]:
     """Settings with Redis as the online store, under a project of their own, deleted afterwards."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        require_service(f"Redis at {REDIS_URL}", str(exc))
+    client = redis.Redis.from_url(redis_url, socket_connect_timeout=1)
     project = f"t_{uuid.uuid4().hex[:10]}"
-    monkeypatch.setenv("CHURN_FEATURE_STORE__REDIS_URL", REDIS_URL)
+    monkeypatch.setenv("CHURN_FEATURE_STORE__REDIS_URL", redis_url)
     monkeypatch.setenv("CHURN_FEATURE_STORE__PROJECT", project)
     get_settings.cache_clear()
     settings = get_settings()

@@ -28,15 +28,12 @@ from churn_mlops.serving.online.errors import FeatureStoreError
 from churn_mlops.serving.online.redis_store import RedisOnlineStore
 from churn_mlops.serving.online.sqlite import INLINE_KEYS, SqliteOnlineStore
 from churn_mlops.serving.predlog import PredictionLog
-from churn_mlops.serving.ratelimit import redacted
 from churn_mlops.settings import FeatureStoreSettings, ServingSettings, Settings
-from tests.conftest import require_service
 from tests.integration.feast_fixtures import STALE, STALE_DAYS, feast_store, feast_view, write_customers
 from tests.integration.predlog_rows import logged
 from tests.integration.serving_fixtures import TrainedHome
 
 pytestmark = pytest.mark.slow
-REDIS_URL = "redis://127.0.0.1:6379/0"
 TOLERANCE = 1e-9
 
 
@@ -356,19 +353,6 @@ def test_after_the_materialize_job_customers_are_answered_by_id(
 
 
 # ---- Redis ---------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def redis_url() -> str:
-    """The real Redis server; skipped when absent, a failure in CI."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        require_service(f"Redis at {redacted(REDIS_URL)}", str(exc).splitlines()[0])
-    finally:
-        client.close()
-    return REDIS_URL
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
 import sys
 import uuid
@@ -22,12 +21,8 @@ from churn_mlops.serving.ratelimit import (
     RateLimiter,
     RedisRateLimiter,
     make_rate_limiter,
-    redacted,
 )
-from tests.conftest import require_service
 from tests.faults import HungServer, redis_server
-
-REDIS_URL = os.environ.get("CHURN_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
 # One worker process: connect, say ready, wait for "go", then acquire as fast as it can.
 WORKER = """
@@ -80,19 +75,6 @@ async def open_limiter(url: str, prefix: str, rate: float, burst: int) -> AsyncI
         yield limiter
     finally:
         await limiter.close()
-
-
-@pytest.fixture(scope="session")
-def redis_url() -> str:
-    """The real Redis server; skipped when absent, a failure in CI."""
-    client = redis.Redis.from_url(REDIS_URL, socket_connect_timeout=1)
-    try:
-        client.ping()
-    except redis.RedisError as exc:
-        require_service(f"Redis at {redacted(REDIS_URL)}", str(exc).splitlines()[0])
-    finally:
-        client.close()
-    return REDIS_URL
 
 
 @pytest.fixture
