@@ -87,11 +87,8 @@ def test_scores_that_cannot_be_stored_are_counted_as_skipped(engine: sa.Engine) 
     assert (shadow.scored, shadow.skipped) == (0, 2)
 
 
-def test_a_shadow_that_cannot_score_some_customers_skips_them_and_scores_the_next(
-    engine: sa.Engine, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.setattr(shadow_module, "SCORE_CHUNK", 1)
-    shadow = Shadow(engine, "2", cast(Predictor, TenureModel()))
+def test_a_shadow_that_cannot_score_some_customers_skips_them_and_scores_the_next(engine: sa.Engine) -> None:
+    shadow = Shadow(engine, "2", cast(Predictor, TenureModel()), batch=1)
     bad = ("bad", [{"customer_id": "x", "tenure": None}], _request("bad", 0)[2])  # the model raises
     for request in (_request("a", 10), bad, _request("c", 30)):
         shadow.offer(*request)

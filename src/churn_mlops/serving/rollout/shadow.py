@@ -20,8 +20,9 @@ from churn_mlops.serving.rollout.state import shadow_predictions
 logger = logging.getLogger(__name__)
 PENDING_REQUESTS = 10_000  # requests waiting for the shadow; beyond this their customers are skipped
 LINGER_SECONDS = 0.05  # how often the shadow thread takes what was handed over
-SCORE_CHUNK = 64  # customers scored at a time: the GIL is never held for long (about half a ms)
-STORE_ROWS = 1024  # scores stored in one transaction
+# Customers scored and stored at a time: the GIL, and on SQLite the serving database's write lock,
+# which the prediction log's commits need, are never held for long (a fraction of a millisecond).
+CHUNK = 64
 
 Handed = tuple[str, Sequence[Mapping[str, Any]], Sequence[dict[str, Any]]]
 
@@ -30,15 +31,13 @@ class Shadow:
     """Scores handed-over requests with the shadow model on its own thread and stores the scores.
 
     The hand-over is one append to a deque, atomic under the GIL: no lock and no wake-up on the
-    request path. The thread wakes every `LINGER_SECONDS`, takes what is there, scores it in small
-    chunks, yielding the GIL between them, and stores the scores in large inserts. Where the OS
-    allows, the thread runs at idle priority: it uses only CPU time that the answers leave over,
-    so a saturated server skips shadow scores (counted) rather than answering slower.
+    request path. The thread wakes every `LINGER_SECONDS`, takes what is there, and scores and
+    stores it in small chunks, yielding between them. Where the OS allows, the thread runs at idle
+    priority: it uses only CPU time that the answers leave over, so a saturated server skips
+    shadow scores (counted) rather than answering slower.
     """
 
-    def __init__(
-        self, engine: sa.Engine, version: str, predictor: Predictor, batch: int = STORE_ROWS
-    ) -> None:
+    def __init__(self, engine: sa.Engine, version: str, predictor: Predictor, batch: int = CHUNK) -> None:
         self.engine, self.version, self.predictor, self.batch = engine, version, predictor, batch
         self.scored = self.failed = 0  # written by the shadow's thread only
         self.dropped = 0  # written by the request path only: no count is lost to a race
@@ -77,14 +76,11 @@ class Shadow:
         self._drain()
 
     def _drain(self) -> None:
-        """Score everything pending: `SCORE_CHUNK` customers at a time, yielding the GIL between
-        chunks, and store their scores up to `batch` rows to a transaction."""
+        """Score and store everything pending, `batch` customers at a time, yielding the GIL and
+        the database between chunks."""
         while self._pending:
-            rows: list[tuple[Any, ...]] = []
-            while self._pending and len(rows) < self.batch:
-                rows += self._score(self._take(SCORE_CHUNK))
-                time.sleep(0)  # a waiting event loop takes the GIL here, not a switch interval later
-            self._store(rows)
+            self._store(self._score(self._take(self.batch)))
+            time.sleep(0)  # a waiting event loop takes the GIL here, not a switch interval later
 
     def _take(self, customers: int) -> list[Handed]:
         """Pending requests holding about `customers` customers, oldest first."""
