@@ -15,9 +15,10 @@ from churn_mlops.data.synthetic import generate
 from churn_mlops.data.validation import validate
 from churn_mlops.features.spec import fit_features
 from churn_mlops.models.profile import reference_profile
+from churn_mlops.models.slices import slice_labels
 from churn_mlops.monitoring import stats
 from churn_mlops.monitoring.drift import drift_report, quality_report, score_drift
-from churn_mlops.monitoring.profile import FeatureCounts, Profile, build_profile, total
+from churn_mlops.monitoring.profile import FeatureCounts, Profile, ScoreCounts, build_profile, total
 from churn_mlops.monitoring.reference import Reference
 from churn_mlops.settings import DriftSettings
 
@@ -196,6 +197,33 @@ def test_scores_and_decisions_are_counted(reference: Reference, window: pl.DataF
     assert profile.scores.tolist() == fine.tolist()
     assert profile.decisions.tolist() == [int((decisions == 0).sum()), int(decisions.sum())]
     assert profile.decided_sum == pytest.approx([scores[decisions == 0].sum(), scores[decisions == 1].sum()])
+
+
+def test_each_slice_counts_exactly_its_own_rows(reference: Reference, window: pl.DataFrame) -> None:
+    every_fifth = pl.int_range(pl.len()) % 5 == 0
+    gappy = window.with_columns(  # missing values form a slice of their own
+        pl.when(every_fifth).then(None).otherwise(pl.col("contract")).alias("contract"),
+        pl.when(pl.int_range(pl.len()) % 7 == 0).then(None).otherwise(pl.col("tenure")).alias("tenure"),
+    )
+    scores = _scores(gappy, 4)
+    decisions = (scores >= 0.4).astype(np.int64)
+    slices = {"contract": None, "tenure": [12.0, 24.0, 48.0], "senior_citizen": None}
+    profile = build_profile(gappy, scores, decisions, reference, slices)
+    expected = {}
+    for column, edges in slices.items():
+        labels, order = slice_labels(gappy.get_column(column), edges)
+        for label in order:
+            if (labels == label).any():
+                expected[f"{column}={label}"] = ScoreCounts.of(
+                    scores[labels == label], decisions[labels == label]
+                )
+    assert list(profile.slices) == list(expected)
+    assert {"contract=missing", "tenure=missing"} <= profile.slices.keys()
+    for key, counts in expected.items():
+        got = profile.slices[key]
+        assert got.scores.tolist() == counts.scores.tolist(), key
+        assert got.decisions.tolist() == counts.decisions.tolist(), key
+        assert got.decided_sum.tolist() == counts.decided_sum.tolist(), key  # the same sums, bit for bit
 
 
 # Profiles add up and round-trip.

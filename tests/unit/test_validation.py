@@ -64,6 +64,38 @@ def test_a_row_with_several_problems_lists_them_all(spec: DatasetSpec) -> None:
     assert record["_reasons"] == "not a number: 'x'; unknown category 'Weekly'"
 
 
+@pytest.mark.parametrize("broken", [b for b in BROKEN if b[0] in {2, 6, 7, 11}], ids=lambda b: b[4])
+def test_one_broken_row_among_clean_ones_is_quarantined(spec: DatasetSpec, broken: tuple) -> None:  # type: ignore[type-arg]
+    row, column, value, canonical, reason = broken
+    result = validate(with_value(raw_customers(40), row, column, value), spec)
+    assert result.quarantine.get_column("_row").to_list() == [row + 1]
+    assert result.quarantine.row(0, named=True)["_columns"] == canonical
+    assert reason in result.quarantine.row(0, named=True)["_reasons"]
+    assert result.report.rows_valid == 39
+
+
+@pytest.mark.parametrize(
+    ("column", "value", "reason"),
+    [
+        ("MonthlyCharges", 5000.0, "out of range [0, 1000]: 5000.0"),
+        ("tenure", 121, "out of range [0, 120]: 121"),
+    ],
+)
+def test_out_of_range_typed_values_are_quarantined(
+    spec: DatasetSpec, column: str, value: float, reason: str
+) -> None:
+    typed = raw_customers(20).with_columns(
+        pl.col("MonthlyCharges").cast(pl.Float64), pl.col("tenure").cast(pl.Int64)
+    )
+    broken = typed.with_columns(
+        pl.when(pl.int_range(pl.len()) == 4).then(value).otherwise(pl.col(column)).alias(column)
+    )
+    result = validate(broken, spec)
+    assert result.quarantine.get_column("_row").to_list() == [5]
+    assert reason in result.quarantine.row(0, named=True)["_reasons"]
+    assert validate(typed, spec).quarantine.height == 0
+
+
 def test_blank_total_charges_are_nulls_not_failures(spec: DatasetSpec) -> None:
     raw = with_value(with_value(raw_customers(10), 0, "TotalCharges", " "), 0, "tenure", "0")
     result = validate(raw, spec)

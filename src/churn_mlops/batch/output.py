@@ -62,9 +62,12 @@ class ParquetWriter:
 
     def write(self, scores: pl.DataFrame) -> None:
         """Append one batch."""
-        table = (scores.drop(self._drop) if self._drop else scores).to_arrow()
+        frame = scores.drop(self._drop) if self._drop else scores
+        table = frame.to_arrow()
         if self._writer is None:
-            self._writer = pq.ParquetWriter(self._staged.path, table.schema)
+            self._writer = pq.ParquetWriter(
+                self._staged.path, table.schema, use_dictionary=_repetitive(frame)
+            )
         self._writer.write_table(table)
 
     def commit(self) -> None:
@@ -80,6 +83,11 @@ class ParquetWriter:
             self._writer.close()
             self._writer = None
         self._staged.discard()
+
+
+def _repetitive(frame: pl.DataFrame) -> list[str]:
+    """Columns worth dictionary-encoding: few distinct values (ids and scores are not; trying costs time)."""
+    return [name for name in frame.columns if frame.get_column(name).n_unique() <= max(1, frame.height // 10)]
 
 
 class SqlWriter:

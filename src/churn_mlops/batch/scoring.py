@@ -16,6 +16,7 @@ import polars as pl
 from churn_mlops.data.normalize import ROW
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.data.validation import validate
+from churn_mlops.features import transform
 from churn_mlops.models.artifacts import Predictor, risk_bands
 from churn_mlops.models.compiled import scorer_name
 from churn_mlops.monitoring.profile import Profile, Slices, build_profile
@@ -61,20 +62,60 @@ class ScoredBatch:
     scorer: str | None = None  # what scored it: compiled, lightgbm or logistic_regression
 
 
+@dataclass(frozen=True)
+class CheckedBatch:
+    """One raw batch validated: its valid canonical rows, their feature matrix, and its quarantined
+    rows, numbered."""
+
+    valid: pl.DataFrame
+    quarantine: pl.DataFrame
+    rows_in: int
+    matrix: np.ndarray | None = None  # None once scored, or where no row is valid
+
+
 def score_batch(raw: pl.DataFrame, context: ScoringContext, *, first_row: int = 1) -> ScoredBatch:
     """Validate, score and quarantine one raw batch whose first row is source row `first_row`."""
+    return score_checked(check_batch(raw, context, first_row=first_row), context)
+
+
+def check_batch(raw: pl.DataFrame, context: ScoringContext, *, first_row: int = 1) -> CheckedBatch:
+    """Validate one raw batch whose first row is source row `first_row` (the first half of `score_batch`)."""
     if raw.height == 0:
-        return ScoredBatch(empty_scores(), pl.DataFrame(), 0)
+        return CheckedBatch(pl.DataFrame(), pl.DataFrame(), 0)
     unlabelled = raw.drop(context.spec.target.source_names, strict=False)
     result = validate(unlabelled, _per_batch(context.spec), require_target=False)
     quarantine = result.quarantine.with_columns(pl.col(ROW) + (first_row - 1))
-    scores = score_valid(result.valid, context)
+    matrix = transform(result.valid, context.predictor.features) if result.valid.height else None
+    return CheckedBatch(result.valid, quarantine, raw.height, matrix)
+
+
+def score_checked(checked: CheckedBatch, context: ScoringContext) -> ScoredBatch:
+    """Score the valid rows of a checked batch and profile them (the second half of `score_batch`)."""
+    return finish_batch(checked, *predict_checked(checked, context), context)
+
+
+def predict_checked(checked: CheckedBatch, context: ScoringContext) -> tuple[np.ndarray, np.ndarray]:
+    """Probabilities and 0/1 decisions of a checked batch's valid rows, as `Predictor.predict` gives them."""
+    if checked.matrix is None:
+        return np.empty(0), np.empty(0, dtype=np.int8)
+    return context.predictor.predict_matrix(checked.matrix)
+
+
+def finish_batch(
+    checked: CheckedBatch, probabilities: np.ndarray, decisions: np.ndarray, context: ScoringContext
+) -> ScoredBatch:
+    """The scored batch of a checked batch's predictions: output columns, profile and leaders."""
+    if checked.rows_in == 0:
+        return ScoredBatch(empty_scores(), pl.DataFrame(), 0)
+    valid = checked.valid
+    scores = _score_frame(valid, probabilities, decisions, context)
     profile = None
     if context.reference is not None:
-        probabilities, decisions = scores.get_column("churn_probability"), scores.get_column("prediction")
-        profile = build_profile(result.valid, probabilities, decisions, context.reference, context.slices)
-    leaders = _leaders(result.valid, scores, context.leaders)
-    return ScoredBatch(scores, quarantine, raw.height, profile, leaders, scorer_name(context.predictor))
+        profile = build_profile(valid, probabilities, decisions, context.reference, context.slices)
+    leaders = _leaders(valid, scores, context.leaders)
+    return ScoredBatch(
+        scores, checked.quarantine, checked.rows_in, profile, leaders, scorer_name(context.predictor)
+    )
 
 
 def _leaders(valid: pl.DataFrame, scores: pl.DataFrame, count: int) -> pl.DataFrame | None:
@@ -91,9 +132,10 @@ def _per_batch(spec: DatasetSpec) -> DatasetSpec:
     return spec.model_copy(update={"max_quarantine_fraction": 1.0, "min_rows": 0})
 
 
-def score_valid(valid: pl.DataFrame, context: ScoringContext) -> pl.DataFrame:
-    """The output columns for validated, canonical rows."""
-    probabilities, decisions = context.predictor.predict(valid)
+def _score_frame(
+    valid: pl.DataFrame, probabilities: np.ndarray, decisions: np.ndarray, context: ScoringContext
+) -> pl.DataFrame:
+    """The output columns for validated, canonical rows and their predictions."""
     threshold = context.predictor.threshold
     value = _monthly_value(valid, context.value_column)
     return pl.DataFrame(

@@ -27,15 +27,18 @@ Columns: TypeAlias = pl.DataFrame | pa.Table | pa.RecordBatch | Mapping[str, Col
 def transform(data: Columns, spec: FeatureSpec) -> np.ndarray:
     """The model matrix (rows x spec.feature_names) for canonical columns of any length."""
     columns = _arrow_columns(data, spec.input_columns)
-    values = {f.name: _numbers(columns[f.name], f.fill) for f in spec.numeric}
-    values |= {f.name: _codes(columns[f.name], f.vocabulary) for f in spec.categorical}
-    vocabularies = {f.name: f.vocabulary for f in spec.categorical}
-    values |= {d.name: _derived(d, values, vocabularies) for d in spec.derived}
     names = spec.feature_names
-    rows = len(values[names[0]])
+    rows = len(columns[names[0]])
     matrix = np.empty((rows, len(names)), dtype=np.float64, order="F")  # column-wise fill is cache-friendly
-    for index, name in enumerate(names):
-        matrix[:, index] = values[name]
+    position = {name: index for index, name in enumerate(names)}
+    for f in spec.numeric:
+        matrix[:, position[f.name]] = _numbers(columns[f.name], f.fill)
+    for c in spec.categorical:
+        matrix[:, position[c.name]] = _codes(columns[c.name], c.vocabulary)
+    values = {name: matrix[:, position[name]] for name in spec.input_columns}  # views, not copies
+    vocabularies = {f.name: f.vocabulary for f in spec.categorical}
+    for d in spec.derived:
+        matrix[:, position[d.name]] = _derived(d, values, vocabularies)
     return matrix
 
 

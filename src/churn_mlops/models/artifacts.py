@@ -74,12 +74,19 @@ class Predictor:
 
     def predict_proba(self, data: Columns) -> np.ndarray:
         """Calibrated churn probabilities for canonical columns (one row or many)."""
-        raw = self.booster.raw_score(transform(data, self.features), self.num_threads)
-        return self.calibration.apply(raw)
+        return self.proba_of_matrix(transform(data, self.features))
+
+    def proba_of_matrix(self, matrix: np.ndarray) -> np.ndarray:
+        """Calibrated churn probabilities of a feature matrix (`transform`'s output)."""
+        return self.calibration.apply(self.booster.raw_score(matrix, self.num_threads))
 
     def predict(self, data: Columns) -> tuple[np.ndarray, np.ndarray]:
         """Probabilities and 0/1 decisions at the version's threshold."""
-        probabilities = self.predict_proba(data)
+        return self.predict_matrix(transform(data, self.features))
+
+    def predict_matrix(self, matrix: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Probabilities and 0/1 decisions of a feature matrix (`transform`'s output)."""
+        probabilities = self.proba_of_matrix(matrix)
         return probabilities, (probabilities >= self.threshold).astype(np.int8)
 
     def predict_one(self, record: Record) -> tuple[float, int]:

@@ -64,9 +64,8 @@ class ScoreCounts:
         """The counts of these probabilities and 0/1 decisions."""
         p = np.asarray(probabilities, dtype=np.float64)
         d = np.asarray(decisions, dtype=np.int64)
-        fine = np.minimum((p * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
         return cls(
-            np.bincount(fine, minlength=SCORE_BINS).astype(np.int64),
+            np.bincount(_fine_bins(p), minlength=SCORE_BINS).astype(np.int64),
             np.bincount(d, minlength=2)[:2].astype(np.int64),
             np.asarray(np.bincount(d, weights=p, minlength=2)[:2], dtype=np.float64),
         )
@@ -213,18 +212,44 @@ def slice_keys(frame: pl.DataFrame, slices: Slices) -> dict[str, npt.NDArray[np.
 
 
 def _slices(frame: pl.DataFrame, p: FloatArray, d: IntArray, slices: Slices | None) -> dict[str, ScoreCounts]:
-    """Score counts of each slice present ("contract=One year"), one mask per label: no string
-    keys built per row, as `slice_keys` does for the label join."""
-    counts = {}
+    """Score counts of each slice present ("contract=One year"): labels are worked out for the
+    column's distinct values only, and every slice is counted in one pass over each row's code."""
+    counts: dict[str, ScoreCounts] = {}
     for column, edges in (slices or {}).items():
-        if column not in frame.columns:
-            continue
-        labels, order = slice_labels(frame.get_column(column), edges)
-        for label in order:
-            mask = labels == label
-            if mask.any():
-                counts[f"{column}={label}"] = ScoreCounts.of(p[mask], d[mask])
-    return counts
+        if column in frame.columns:
+            codes, order = _slice_codes(frame.get_column(column), edges)
+            counts |= _by_code(codes, [f"{column}={label}" for label in order], p, d)
+    return {key: c for key, c in counts.items() if c.scores.any()}
+
+
+def _slice_codes(series: pl.Series, edges: Sequence[float] | None) -> tuple[IntArray, list[str]]:
+    """Each row's position in the slice labels (`slice_labels`' order, each label once), and the labels."""
+    distinct = series.unique()
+    labels, order = slice_labels(distinct, edges)
+    code_of = {label: code for code, label in enumerate(dict.fromkeys(order))}
+    codes, present = pl.Series([code_of[label] for label in labels], dtype=pl.Int64), distinct.is_not_null()
+    null_code = codes.filter(~present).first() if distinct.has_nulls() else 0
+    mapped = series.replace_strict(distinct.filter(present), codes.filter(present), default=None)
+    return mapped.fill_null(null_code).to_numpy(), list(code_of)
+
+
+def _by_code(codes: IntArray, keys: list[str], p: FloatArray, d: IntArray) -> dict[str, ScoreCounts]:
+    """`ScoreCounts.of` the rows of each code, by key, from one bincount per statistic (sums in row order)."""
+    groups, stride = len(keys), max(2, int(d.max()) + 1) if len(d) else 2
+    fine = np.bincount(codes * SCORE_BINS + _fine_bins(p), minlength=groups * SCORE_BINS)
+    decided = codes * stride + d
+    decisions = np.bincount(decided, minlength=groups * stride).reshape(groups, stride)[:, :2]
+    sums = np.bincount(decided, weights=p, minlength=groups * stride).reshape(groups, stride)[:, :2]
+    scores = fine.reshape(groups, SCORE_BINS).astype(np.int64)
+    return {
+        key: ScoreCounts(scores[g], decisions[g].astype(np.int64), sums[g].astype(np.float64))
+        for g, key in enumerate(keys)
+    }
+
+
+def _fine_bins(p: FloatArray) -> IntArray:
+    """Each probability's bin in the fine score histogram."""
+    return np.minimum((p * SCORE_BINS).astype(np.int64), SCORE_BINS - 1)
 
 
 def _column(frame: pl.DataFrame, name: str) -> pl.Series:
@@ -245,9 +270,13 @@ def _numeric(column: pl.Series, reference: NumericReference) -> FeatureCounts:
 
 
 def _categorical(column: pl.Series, categories: tuple[str, ...]) -> FeatureCounts:
-    counted = column.cast(pl.String, strict=False).value_counts()
-    found = dict(zip(counted.to_series(0).to_list(), counted.to_series(1).to_list(), strict=True))
-    missing = int(found.pop(None, 0))
+    counted = column.value_counts()  # then the distinct values as text: fewer casts than one per row
+    texts, missing, found = counted.to_series(0).cast(pl.String, strict=False), 0, dict[str, int]()
+    for value, count in zip(texts, counted.to_series(1), strict=True):
+        if value is None:
+            missing += count
+        else:
+            found[value] = found.get(value, 0) + count
     counts = np.asarray([found.pop(c, 0) for c in categories], dtype=np.int64)
     top = dict(sorted(found.items(), key=lambda item: -item[1])[:MAX_UNKNOWN_VALUES])
     return FeatureCounts(counts, missing=missing, outside=sum(found.values()), unknown_values=top)
