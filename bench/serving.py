@@ -809,53 +809,47 @@ def summarise(
             "p99_passed": p99 < P99_TARGET_MS,
             "passed": ratio >= RATIO_TARGET and p99 < P99_TARGET_MS,
         }
-        | (_shadow_summary(closed, latency["shadow"], ratio) if "shadow" in closed else {})
-        | (_by_id_summary(closed, latency["byid"], ratio) if "byid" in closed else {})
+        | (
+            _side_summary(closed, latency["shadow"], ratio, "shadow", SHADOW_SHARE)
+            if "shadow" in closed
+            else {}
+        )
+        | (
+            _by_id_rate(closed) | _side_summary(closed, latency["byid"], ratio, "byid", BY_ID_SHARE)
+            if "byid" in closed
+            else {}
+        )
     )
 
 
-def _by_id_summary(
-    closed: dict[str, list[ClosedRun]], latency: dict[str, Any], ratio: float
-) -> dict[str, Any]:
-    """The by-id server's figures, and whether it kept its share of the ratio and the p99 target."""
-    best = max(closed["byid"], key=lambda run: run.rps)
-    by_id_ratio = best.rps / max(run.rps for run in closed["bare"])
-    passed = by_id_ratio >= BY_ID_SHARE * ratio and latency["p99_ms"] < P99_TARGET_MS
-    return {
-        "by_id_rps": round(best.rps, 1),
-        "by_id_ratio": round(by_id_ratio, 3),
-        "by_id_rate": round(best.rps / 2, 1),
-        **{f"by_id_{key}": value for key, value in latency.items()},
-        "by_id_rps_median": round(statistics.median(r.rps for r in closed["byid"]), 1),
-        "by_id_closed_p50_ms": round(best.p50_ms, 2),
-        "by_id_closed_p99_ms": round(best.p99_ms, 2),
-        "by_id_cpu_us_per_request": round(statistics.median(r.cpu_us for r in closed["byid"]), 1),
-        "by_id_ratio_target": round(BY_ID_SHARE * ratio, 3),
-        "by_id_ratio_passed": by_id_ratio >= BY_ID_SHARE * ratio,
-        "by_id_p99_passed": latency["p99_ms"] < P99_TARGET_MS,
-        "by_id_passed": passed,
-    }
+def _by_id_rate(closed: dict[str, list[ClosedRun]]) -> dict[str, Any]:
+    """The by-id server's open-loop rate: half its own peak."""
+    return {"by_id_rate": round(max(run.rps for run in closed["byid"]) / 2, 1)}
 
 
-def _shadow_summary(
-    closed: dict[str, list[ClosedRun]], latency: dict[str, Any], ratio: float
+def _side_summary(
+    closed: dict[str, list[ClosedRun]], latency: dict[str, Any], ratio: float, server: str, share: float
 ) -> dict[str, Any]:
-    """The shadow server's figures, and whether it kept the ratio and the p99 target."""
-    best = max(closed["shadow"], key=lambda run: run.rps)
-    shadow_ratio = best.rps / max(run.rps for run in closed["bare"])
-    return {
-        "shadow_rps": round(best.rps, 1),
-        "shadow_ratio": round(shadow_ratio, 3),
-        **{f"shadow_{key}": value for key, value in latency.items()},
-        "shadow_rps_median": round(statistics.median(r.rps for r in closed["shadow"]), 1),
-        "shadow_closed_p50_ms": round(best.p50_ms, 2),
-        "shadow_closed_p99_ms": round(best.p99_ms, 2),
-        "shadow_cpu_us_per_request": round(statistics.median(r.cpu_us for r in closed["shadow"]), 1),
-        "shadow_ratio_target": round(SHADOW_SHARE * ratio, 3),
-        "shadow_ratio_passed": shadow_ratio >= SHADOW_SHARE * ratio,
-        "shadow_p99_passed": latency["p99_ms"] < P99_TARGET_MS,
-        "shadow_passed": shadow_ratio >= SHADOW_SHARE * ratio and latency["p99_ms"] < P99_TARGET_MS,
+    """A server measured beside the churn one (shadow, by id): its figures, and whether it kept
+    `share` of the ratio and the p99 target. Keys are prefixed with `shadow_` or `by_id_`."""
+    prefix = {"byid": "by_id"}.get(server, server)
+    best = max(closed[server], key=lambda run: run.rps)
+    side_ratio = best.rps / max(run.rps for run in closed["bare"])
+    ratio_passed, p99_passed = side_ratio >= share * ratio, latency["p99_ms"] < P99_TARGET_MS
+    figures = {
+        "rps": round(best.rps, 1),
+        "ratio": round(side_ratio, 3),
+        **latency,
+        "rps_median": round(statistics.median(r.rps for r in closed[server]), 1),
+        "closed_p50_ms": round(best.p50_ms, 2),
+        "closed_p99_ms": round(best.p99_ms, 2),
+        "cpu_us_per_request": round(statistics.median(r.cpu_us for r in closed[server]), 1),
+        "ratio_target": round(share * ratio, 3),
+        "ratio_passed": ratio_passed,
+        "p99_passed": p99_passed,
+        "passed": ratio_passed and p99_passed,
     }
+    return {f"{prefix}_{key}": value for key, value in figures.items()}
 
 
 def _latency(runs: list[OpenRun]) -> dict[str, Any]:
