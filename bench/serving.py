@@ -49,10 +49,10 @@ What it measures
     until the shadow stores scores, then both phases alternate churn, shadow, bare.
 
     With `--by-id`, a server for customers sent by id runs beside them: `churn serve` (set up like
-    the churn one) on a second trained home whose SQLite online store Feast wrote (the entity and
-    the `customers` view applied, then `write_to_online_store` with every customer of the lake),
-    sent `{"customer_id": ...}` alone, so each request reads that customer's features from the
-    online store before scoring. Its open-loop runs are at half its own peak.
+    the churn one) on a second trained home whose SQLite online store holds every customer of the
+    lake (`churn features materialize`'s job), sent `{"customer_id": ...}` alone, each request the
+    next of all those customers in a shuffled order, so each request reads that customer's features
+    from the online store before scoring. Its open-loop runs are at half its own peak.
 
 Output
     Progress lines, a table, and as the last line of stdout one JSON object (predict_rps,
@@ -77,10 +77,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import itertools
 import json
 import math
 import os
 import platform
+import random
 import shutil
 import socket
 import statistics
@@ -124,16 +126,21 @@ LABELS = {
 
 @dataclass(frozen=True)
 class Fixture:
-    """A CHURN_HOME with a champion, a predict key and one request body."""
+    """A CHURN_HOME with a champion, a predict key and its request bodies (one JSON per line)."""
 
     home: Path
     api_key: str
     body_file: Path
 
     @property
+    def bodies(self) -> list[bytes]:
+        """The JSON request bodies, sent in turn."""
+        return [line for line in self.body_file.read_bytes().splitlines() if line.strip()]
+
+    @property
     def body(self) -> bytes:
-        """The JSON request body."""
-        return self.body_file.read_bytes()
+        """The first request body: the one the set-up checks."""
+        return self.bodies[0]
 
 
 @dataclass
@@ -290,55 +297,30 @@ def prepare_by_id(root: Path, rows: int) -> Fixture:
     body_file = root / "body-by-id.json"
     if not body_file.exists():
         started = time.perf_counter()
-        customer_id = _fill_online_store(fixture.home)
-        body_file.write_text(json.dumps({"customer_id": customer_id}))
+        ids = _fill_online_store(fixture.home)
+        body_file.write_text("".join(json.dumps({"customer_id": found}) + "\n" for found in ids))
         say(f"set-up: Feast wrote the online store in {time.perf_counter() - started:.1f} s (not timed)")
     return replace(fixture, body_file=body_file)
 
 
-def _fill_online_store(home: Path) -> str:
-    """Write the lake's latest customers to Feast's SQLite online store under home; one customer's id."""
-    from datetime import timedelta
-
-    import polars as pl
-    from feast import Entity, FeatureStore, FeatureView, Field, FileSource, ValueType
-    from feast.repo_config import RepoConfig
-    from feast.types import Bool, Float64, String
-
+def _fill_online_store(home: Path) -> list[str]:
+    """Materialize the lake's customers into the SQLite online store under home, as
+    `churn features materialize` does; their ids in a shuffled order, the first the customer
+    the full body sends."""
     from churn_mlops.data.lake import Lake
-    from churn_mlops.data.spec import Kind, load_spec
+    from churn_mlops.data.spec import load_spec
+    from churn_mlops.featurestore.materialize import materialize
     from churn_mlops.settings import Settings
 
     settings, spec = Settings(home=home), load_spec()
     lake = Lake(settings.lake_dir)
-    frame = lake.read(lake.versions()[-1]).select(spec.id.name, *(c.name for c in spec.features))
-    repo = settings.feature_repo_dir
-    repo.mkdir(parents=True, exist_ok=True)
-    config = RepoConfig(
-        project=settings.feature_store.project,
-        provider="local",
-        registry=str(repo / "registry.db"),
-        online_store={"type": "sqlite", "path": str(repo / "online.db")},
-        offline_store={"type": "file"},
-        entity_key_serialization_version=3,
-        repo_path=repo,
-    )
-    dtypes = {Kind.NUMERIC: Float64, Kind.BOOLEAN: Bool, Kind.CATEGORICAL: String}
-    entity = Entity(name=spec.id.name, join_keys=[spec.id.name], value_type=ValueType.STRING)
-    view = FeatureView(
-        name="customers",
-        entities=[entity],
-        ttl=timedelta(days=settings.feature_store.ttl_days),
-        schema=[Field(name=c.name, dtype=dtypes[c.type]) for c in spec.features],
-        source=FileSource(path=str(repo / "customers.parquet"), timestamp_field="event_timestamp"),
-        online=True,
-    )
-    store = FeatureStore(config=config)
-    store.apply([entity, view])
-    numeric = [c.name for c in spec.features if c.type is Kind.NUMERIC]
-    rows = frame.with_columns(pl.col(numeric).cast(pl.Float64), event_timestamp=pl.lit(datetime.now(UTC)))
-    store.write_to_online_store("customers", rows.to_pandas())
-    return str(frame.drop_nulls().get_column(spec.id.name)[0])  # the customer the full body sends
+    version = lake.versions()[-1]
+    materialize(settings, spec, version)
+    frame = lake.read(version).select(spec.id.name, *(c.name for c in spec.features))
+    first = str(frame.drop_nulls().get_column(spec.id.name)[0])  # the customer the full body sends
+    others = [str(found) for found in frame.get_column(spec.id.name) if found != first]
+    random.Random(0).shuffle(others)
+    return [first, *others]
 
 
 def _start_shadow(home: Path) -> str:
@@ -501,10 +483,10 @@ def open_loop(server: Server, rate: float, seconds: float, connections: int) -> 
         runner: Any = uvloop.run
     except ImportError:
         runner = asyncio.run
-    request = _raw_request(server.port, server.fixture)
+    requests = _raw_requests(server.port, server.fixture)
     started, stolen, cpu = time.perf_counter(), stolen_ms(SERVER_CPU), server.cpu_seconds()
     try:
-        latencies, lateness = runner(_send_at_rate(server.port, request, rate, seconds, connections))
+        latencies, lateness = runner(_send_at_rate(server.port, requests, rate, seconds, connections))
     except (OSError, asyncio.IncompleteReadError) as exc:
         fail(f"{server.name}: the open-loop connection failed ({exc!r}); see {server.log}")
     if len(latencies) != int(rate * seconds):
@@ -539,13 +521,12 @@ def stolen_ms(cpu: int) -> float:
     return 0.0
 
 
-def _raw_request(port: int, fixture: Fixture) -> bytes:
-    body = fixture.body
+def _raw_requests(port: int, fixture: Fixture) -> list[bytes]:
     head = (
         f"POST /predict HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nContent-Type: application/json\r\n"
-        f"X-API-Key: {fixture.api_key}\r\nContent-Length: {len(body)}\r\n\r\n"
+        f"X-API-Key: {fixture.api_key}\r\nContent-Length: "
     )
-    return head.encode() + body
+    return [f"{head}{len(body)}\r\n\r\n".encode() + body for body in fixture.bodies]
 
 
 class _OpenLoop:
@@ -556,8 +537,8 @@ class _OpenLoop:
     server's latency.
     """
 
-    def __init__(self, request: bytes, count: int, done: asyncio.Future[None]) -> None:
-        self.request = request
+    def __init__(self, requests: list[bytes], count: int, done: asyncio.Future[None]) -> None:
+        self.requests = itertools.cycle(requests)  # sent in turn
         self.count = count
         self.done = done
         self.idle: deque[_Connection] = deque()  # first in, first out: every connection stays warm
@@ -573,7 +554,7 @@ class _OpenLoop:
         how long it then waits for a connection (that is the server's, and in its latency)."""
         self.lateness.append(time.perf_counter() - due)
         if self.idle:
-            self.idle.popleft().send(self.request, due)
+            self.idle.popleft().send(next(self.requests), due)
         else:
             self.backlog.append(due)
 
@@ -582,7 +563,7 @@ class _OpenLoop:
             self.latencies.append(time.perf_counter() - due)
         self.answers += 1
         if self.backlog:
-            connection.send(self.request, self.backlog.popleft())
+            connection.send(next(self.requests), self.backlog.popleft())
         else:
             self.idle.append(connection)
         if self.answers == self.count and not self.done.done():
@@ -627,11 +608,11 @@ class _Connection(asyncio.Protocol):
 
 
 async def _send_at_rate(
-    port: int, request: bytes, rate: float, seconds: float, connections: int
+    port: int, requests: list[bytes], rate: float, seconds: float, connections: int
 ) -> tuple[list[float], list[float]]:
     loop = asyncio.get_running_loop()
     count = int(rate * seconds)
-    run = _OpenLoop(request, count, loop.create_future())
+    run = _OpenLoop(requests, count, loop.create_future())
     opened = [
         await loop.create_connection(lambda: _Connection(run), "127.0.0.1", port) for _ in range(connections)
     ]

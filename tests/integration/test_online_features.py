@@ -7,6 +7,7 @@ must equal, to the last digit that matters, the answer to the same customer sent
 
 from __future__ import annotations
 
+import contextlib
 import json
 import shutil
 import sqlite3
@@ -315,6 +316,30 @@ def test_a_lookup_waits_out_a_materialization_holding_the_file(
     assert refused.status_code == 503, refused.text
     assert refused.json() == {"detail": "the online feature store is unavailable; try again"}
     assert full.status_code == 200, full.text  # sent in full: the store is not asked
+
+
+def test_readiness_reports_an_online_store_that_cannot_be_read(
+    tmp_path: Path, online: tuple[TrainedHome, Any], stored: dict[str, dict[str, Any]]
+) -> None:
+    """/health/ready checks the online store beside the other dependencies: a store whose table
+    is gone makes the server not ready, while customers sent in full are still answered."""
+    home = tmp_path / "churn-home"
+    shutil.copytree(online[0].home, home)
+    customer_id = next(iter(stored))
+    settings = Settings(
+        home=home, serving=ServingSettings(rate_per_second=1000, burst=1000, ready_cache_seconds=0.0)
+    )
+    with TestClient(create_app(settings)) as client:
+        ready = client.get("/health/ready")
+        with contextlib.closing(sqlite3.connect(home / "features" / "online.db")) as writer:
+            writer.execute('DROP TABLE "churn_customers"')
+            writer.commit()
+        not_ready = client.get("/health/ready")
+        full = _post(client, online[0], {"customer_id": customer_id, **stored[customer_id]})
+    assert ready.status_code == 200, ready.text
+    assert not_ready.status_code == 503
+    assert not_ready.json()["detail"] == "online feature store unavailable"
+    assert full.status_code == 200, full.text
 
 
 def test_an_online_store_without_its_table_stops_the_start_naming_it(

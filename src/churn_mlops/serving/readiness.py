@@ -1,9 +1,10 @@
 """What /health/ready checks: a loaded model, and that each dependency of /predict answers.
 
-The dependencies are the prediction log's database (which also holds the API keys) and, when one
-is configured, the rate-limit Redis. Their checks are cached for `ready_cache_seconds` and shared
-by concurrent probes, so a probe storm costs each dependency one query per period; each check
-gives up after its timeout, so a hung dependency makes the probe slow by that much, never stuck.
+The dependencies are the prediction log's database (which also holds the API keys) and, when they
+are configured, the rate-limit Redis and the online feature store. Their checks are cached for
+`ready_cache_seconds` and shared by concurrent probes, so a probe storm costs each dependency one
+query per period; each check gives up after its timeout, so a hung dependency makes the probe slow
+by that much, never stuck.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from churn_mlops.settings import ServingSettings
 logger = logging.getLogger(__name__)
 PREDICTION_LOG = "prediction log database"
 RATE_LIMIT_STORE = "rate limit store"
+ONLINE_STORE = "online feature store"
 
 
 class Readiness:
@@ -33,6 +35,7 @@ class Readiness:
         self._timeouts = {
             PREDICTION_LOG: settings.database_timeout_seconds,
             RATE_LIMIT_STORE: settings.redis_timeout_seconds,
+            ONLINE_STORE: max(settings.database_timeout_seconds, settings.redis_timeout_seconds),
         }
         self._clock = clock
         self._checked: tuple[float, list[str]] | None = None
@@ -60,6 +63,8 @@ class Readiness:
             PREDICTION_LOG: asyncio.to_thread(self.services.predlog.ping),
             RATE_LIMIT_STORE: self.services.limiter.ping(),
         }
+        if self.services.online is not None:
+            checks[ONLINE_STORE] = self.services.online.ping()
         bounded = [asyncio.wait_for(check, self._timeouts[role] + 1) for role, check in checks.items()]
         results = await asyncio.gather(*bounded, return_exceptions=True)
         down = []

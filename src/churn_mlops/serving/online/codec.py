@@ -8,6 +8,7 @@ against Feast's own code.
 
 from __future__ import annotations
 
+import functools
 import struct
 from datetime import UTC, datetime
 from typing import Any
@@ -32,6 +33,7 @@ def entity_key(join_key: str, value: str) -> bytes:
     )
 
 
+@functools.lru_cache(maxsize=16_384)  # a pure function of a few bytes; categories and flags repeat
 def decode_value(data: bytes) -> Any:
     """The scalar a serialized feast ValueProto holds: None for an empty or null Value."""
     size = len(data)

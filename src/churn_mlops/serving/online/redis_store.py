@@ -29,7 +29,6 @@ class RedisOnlineStore:
         self.project = project.encode()
         self.join_key = join_key
         self.names = {feature_field(VIEW, name): name for name in features}
-        self.features = frozenset(features)
         self.timeout = timeout
         self._client: Any = None
         self._errors: tuple[type[Exception], ...] = ()
@@ -69,6 +68,15 @@ class RedisOnlineStore:
             raise FeatureStoreError(f"online store at {redacted(self.url)}: {exc}") from exc
         return [self._stored(found) for found in hashes]
 
+    async def ping(self) -> None:
+        """PING the store; FeatureStoreError naming it (never its password) if it does not answer."""
+        if self._client is None:
+            raise FeatureStoreError(f"online store at {redacted(self.url)}: not connected")
+        try:
+            await self._client.ping()
+        except self._errors as exc:
+            raise FeatureStoreError(f"online store at {redacted(self.url)}: {exc}") from exc
+
     async def close(self) -> None:
         """Close the connection pool."""
         if self._client is not None:
@@ -76,8 +84,6 @@ class RedisOnlineStore:
             self._client = None
 
     def _stored(self, fields: dict[bytes, bytes]) -> Stored | None:
-        stamp = fields.get(_TIMESTAMP)
-        pairs = [
-            (self.names[field], decode_value(value)) for field, value in fields.items() if field in self.names
-        ]
-        return stored(pairs, decode_timestamp(stamp) if stamp else None, self.features)
+        names, stamp = self.names, fields.get(_TIMESTAMP)
+        values = {names[field]: decode_value(value) for field, value in fields.items() if field in names}
+        return stored(values, decode_timestamp(stamp) if stamp else None)

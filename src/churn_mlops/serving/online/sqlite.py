@@ -12,6 +12,7 @@ that thread too.
 from __future__ import annotations
 
 import asyncio
+import functools
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -70,6 +71,10 @@ class SqliteOnlineStore:
             raise self._error(exc) from exc
         return [self._stored(found) for found in rows]
 
+    async def ping(self) -> None:
+        """Read the table from a thread; FeatureStoreError if the store cannot be read."""
+        await asyncio.to_thread(self._waiting, [b""])
+
     async def close(self) -> None:
         """Close both connections."""
         for connection in (self._now, self._patient):
@@ -99,10 +104,10 @@ class SqliteOnlineStore:
         return [connection.execute(self._query, (key,)).fetchall() for key in keys]
 
     def _stored(self, rows: list[Any]) -> Stored | None:
-        pairs = [(name, decode_value(value)) for name, value, _ in rows]
+        features = self.features
+        values = {name: decode_value(value) for name, value, _ in rows if name in features}
         stamps = {ts for _, _, ts in rows if ts is not None}  # one per write: the same in every row
-        as_of = max((_event_time(ts) for ts in stamps), default=None)
-        return stored(pairs, as_of, self.features)
+        return stored(values, max(map(_event_time, stamps), default=None))
 
     def _connection(self, connection: sqlite3.Connection | None) -> sqlite3.Connection:
         if connection is None:
@@ -113,6 +118,7 @@ class SqliteOnlineStore:
         return FeatureStoreError(f"online store {self.path}: {exc}")
 
 
+@functools.lru_cache(maxsize=4096)  # a materialization writes one time for all its customers
 def _event_time(value: Any) -> datetime:
     """`event_ts` as Feast reads it: whole seconds through the local clock, taken as UTC."""
     if isinstance(value, int | float):

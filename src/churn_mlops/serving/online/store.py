@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -29,16 +29,17 @@ class OnlineStore(Protocol):
         """Connect, and raise FeatureStoreError unless the store can be read."""
         ...
 
+    async def ping(self) -> None:
+        """Raise FeatureStoreError unless the store answers (what readiness checks)."""
+        ...
+
     async def close(self) -> None:
         """Release the connection."""
         ...
 
 
-def stored(
-    pairs: Iterable[tuple[str, Any]], as_of: datetime | None, features: frozenset[str]
-) -> Stored | None:
-    """The spec's features among the decoded (name, value) pairs; None when the store holds none."""
-    values = {name: value for name, value in pairs if name in features}
+def stored(values: dict[str, Any], as_of: datetime | None) -> Stored | None:
+    """A customer's decoded features and their time; None when the store holds none."""
     if as_of is None or not values:
         return None
     return Stored(values, as_of)
