@@ -44,14 +44,16 @@ def _by_customer(path: str) -> dict[str, float]:
     return dict(zip(scores.get_column("customer_id"), scores.get_column("churn_probability"), strict=True))
 
 
-@pytest.mark.parametrize("which", ["telco", "synthetic"])
+@pytest.mark.parametrize("which", ["telco", "synthetic", "parquet"])
 def test_compiled_and_lightgbm_runs_give_the_same_scores(
     home: TrainedHome, telco_csv: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, which: str
 ) -> None:
     source = telco_csv
-    if which == "synthetic":  # with bad rows, quarantined alike by both runs
-        source = tmp_path / "customers.csv"
-        pl.concat(list(generate(20_000, seed=4, bad_fraction=0.02))).write_csv(source)
+    if which != "telco":  # with bad rows, quarantined alike by both runs, in several batches
+        rows = pl.concat(list(generate(20_000, seed=4, bad_fraction=0.02)))
+        source = tmp_path / ("customers.csv" if which == "synthetic" else "customers.parquet")
+        rows.write_csv(source) if which == "synthetic" else rows.write_parquet(source, row_group_size=5_000)
+        monkeypatch.setenv("CHURN_BATCH__BATCH_ROWS", "3000")
     on = _score(source, tmp_path / "compiled.parquet", "on", monkeypatch)
     off = _score(source, tmp_path / "lightgbm.parquet", "off", monkeypatch)
     assert (on["scorer"], off["scorer"]) == ("compiled", "lightgbm")
@@ -63,6 +65,16 @@ def test_compiled_and_lightgbm_runs_give_the_same_scores(
     assert len(fast) == on["rows_scored"] > 0
     assert max(abs(fast[c] - reference[c]) for c in fast) <= 1e-9
     assert on["scores"]["risk"] == off["scores"]["risk"]
+    if which != "telco":
+        assert on["rows_quarantined"] > 0
+        quarantined = pl.read_parquet(on["quarantine_path"])
+        assert quarantined.equals(pl.read_parquet(off["quarantine_path"]))
+        assert quarantined.get_column("_row").is_sorted()
+        assert quarantined.get_column("_row").max() > 3000
+        columns = ["customer_id", "prediction", "risk", "model_version", "run_date"]
+        assert pl.read_parquet(on["output"], columns=columns).equals(
+            pl.read_parquet(off["output"], columns=columns)
+        )
     cached = list((home.home / "cache" / "compiled").glob("*/*.bin"))
     assert len(cached) == 1, "compiled once for the champion, under CHURN_HOME"
 
@@ -104,3 +116,26 @@ def test_every_scoring_path_agrees_on_missing_values_and_unseen_categories(
             gap = np.max(np.abs(probabilities - reference[: len(probabilities)]))
             assert gap <= 1e-9, f"{name} differs from LightGBM by {gap}"
     assert np.isnan(transform(odd, predictor.features)).any(), "the odd rows reach the trees as missing"
+
+
+def test_a_run_failing_mid_way_keeps_the_same_quarantined_rows_on_either_scorer(
+    home: TrainedHome, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    rows = pl.concat(list(generate(20_000, seed=5, bad_fraction=0.02)))
+    ids = rows.get_column("customerID")
+    twice = rows.with_columns(ids.scatter(10_000, ids[10_001]))  # a duplicate id in the fourth batch
+    source = tmp_path / "customers.parquet"
+    twice.write_parquet(source)
+    monkeypatch.setenv("CHURN_BATCH__BATCH_ROWS", "3000")
+    kept = {}
+    for mode, day in (("on", "2031-01-01"), ("off", "2031-01-02")):  # a quarantine file per run date
+        monkeypatch.setenv("CHURN_BATCH__COMPILED", mode)
+        get_settings.cache_clear()
+        output = tmp_path / f"{mode}.parquet"
+        arguments = ("--input", str(source), "--output", str(output), "--run-date", day)
+        assert "duplicate" in churn("batch", "score", *arguments, code=4)
+        (path,) = (home.home / "quarantine" / "telco").glob(f"batch-{day}-*.parquet")
+        kept[mode] = pl.read_parquet(path)
+        assert not output.exists()
+    assert kept["on"].equals(kept["off"])
+    assert kept["on"].get_column("_row").max() > 6000, "the batches before the bad one are kept"

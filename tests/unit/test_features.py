@@ -41,6 +41,33 @@ def test_arrow_tables_and_polars_frames_agree(frame: pl.DataFrame, features: Fea
     assert np.array_equal(transform(frame.to_arrow(), features), transform(frame, features), equal_nan=True)
 
 
+def test_frames_with_gaps_and_other_types_agree_with_arrow_and_records(
+    frame: pl.DataFrame, features: FeatureSpec
+) -> None:
+    every = pl.int_range(pl.len())
+    gappy = frame.with_columns(
+        pl.when(every % 3 == 0).then(None).otherwise(pl.col("tenure")).alias("tenure"),
+        pl.when(every % 4 == 0).then(float("nan")).otherwise(pl.col("total_charges")).alias("total_charges"),
+        pl.when(every % 5 == 0).then(None).otherwise(pl.col("monthly_charges")).alias("monthly_charges"),
+        pl.when(every % 6 == 0).then(None).otherwise(pl.col("partner")).alias("partner"),
+        pl.when(every % 7 == 0).then(pl.lit("Weekly")).otherwise(pl.col("contract")).alias("contract"),
+        pl.when(every % 8 == 0).then(None).otherwise(pl.col("payment_method")).alias("payment_method"),
+    )
+    retyped = gappy.with_columns(
+        pl.col("tenure").cast(pl.Int32),
+        pl.col("monthly_charges").cast(pl.Float32),
+        pl.col("gender").cast(pl.Categorical),
+    )
+    for data in (frame, gappy, retyped):
+        matrix = transform(data, features)
+        assert np.array_equal(matrix, transform(data.to_arrow(), features), equal_nan=True)
+        assert np.array_equal(matrix, transform(data.to_dict(as_series=False), features), equal_nan=True)
+    names = features.feature_names
+    matrix = transform(gappy, features)
+    assert np.isnan(matrix[::7, names.index("contract")]).all()
+    assert not np.isnan(matrix[:, names.index("total_charges")]).any(), "NaN takes the fill as null does"
+
+
 def test_unknown_and_missing_categories_become_missing_codes(
     frame: pl.DataFrame, features: FeatureSpec
 ) -> None:

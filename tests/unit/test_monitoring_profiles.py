@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 import json
 
@@ -13,12 +14,20 @@ from scipy import stats as scipy_stats
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.data.synthetic import generate
 from churn_mlops.data.validation import validate
-from churn_mlops.features.spec import fit_features
+from churn_mlops.features import transform
+from churn_mlops.features.spec import FeatureSpec, fit_features
 from churn_mlops.models.profile import reference_profile
 from churn_mlops.models.slices import slice_labels
 from churn_mlops.monitoring import stats
 from churn_mlops.monitoring.drift import drift_report, quality_report, score_drift
-from churn_mlops.monitoring.profile import FeatureCounts, Profile, ScoreCounts, build_profile, total
+from churn_mlops.monitoring.profile import (
+    Encoded,
+    FeatureCounts,
+    Profile,
+    ScoreCounts,
+    build_profile,
+    total,
+)
 from churn_mlops.monitoring.reference import Reference
 from churn_mlops.settings import DriftSettings
 
@@ -287,6 +296,38 @@ def test_profiles_round_trip_through_json(reference: Reference, window: pl.DataF
     _assert_same(again, profile)
     assert again.decided_sum.tolist() == profile.decided_sum.tolist()
     assert again.to_json() == profile.to_json()
+
+
+def _encoded(frame: pl.DataFrame, features: FeatureSpec) -> Encoded:
+    matrix = transform(frame, features)
+    values = {name: matrix[:, index] for index, name in enumerate(features.input_columns)}
+    return Encoded(values, {c.name: c.vocabulary for c in features.categorical})
+
+
+@pytest.mark.parametrize("variant", ["window", "nan", "narrow reference"])
+def test_the_feature_matrix_gives_the_same_profile_as_the_columns(
+    reference: Reference, train: pl.DataFrame, window: pl.DataFrame, spec: DatasetSpec, variant: str
+) -> None:
+    frame = window
+    if variant == "nan":  # a NaN is missing to the profile and filled in the matrix: the columns decide
+        every_ninth = pl.int_range(pl.len()) % 9 == 0
+        nan = pl.when(every_ninth).then(float("nan")).otherwise(pl.col("total_charges"))
+        frame = window.with_columns(nan.alias("total_charges"))
+    if variant == "narrow reference":  # a category the model knows but the reference never saw
+        contract = reference.categorical["contract"]
+        narrow = dataclasses.replace(contract, categories=contract.categories[:2], fractions=(0.5, 0.5))
+        reference = dataclasses.replace(reference, categorical={**reference.categorical, "contract": narrow})
+    scores = _scores(frame, 5)
+    decisions = (scores >= 0.5).astype(np.int64)
+    slices = {"contract": None, "tenure": [12.0, 24.0, 48.0], "partner": None}
+    encoded = _encoded(frame, fit_features(train, spec))
+    fast = build_profile(frame, scores, decisions, reference, slices, encoded)
+    plain = build_profile(frame, scores, decisions, reference, slices)
+    assert fast.to_json() == plain.to_json()
+    assert list(fast.slices) == list(plain.slices)
+    assert fast.features["contract"].outside > 0
+    if variant == "narrow reference":
+        assert "Two year" in fast.features["contract"].unknown_values
 
 
 # Drift.

@@ -7,7 +7,7 @@ scores on compiled trees, which sum the same trees in another order).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime
 
 import numpy as np
@@ -17,9 +17,10 @@ from churn_mlops.data.normalize import ROW
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.data.validation import validate
 from churn_mlops.features import transform
-from churn_mlops.models.artifacts import Predictor, risk_bands
+from churn_mlops.features.spec import FeatureSpec
+from churn_mlops.models.artifacts import Predictor
 from churn_mlops.models.compiled import scorer_name
-from churn_mlops.monitoring.profile import Profile, Slices, build_profile
+from churn_mlops.monitoring.profile import Encoded, Profile, Slices, build_profile
 from churn_mlops.monitoring.reference import Reference
 
 SCORE_COLUMNS = (
@@ -32,6 +33,7 @@ SCORE_COLUMNS = (
     "run_date",
     "revenue_at_risk",
 )
+RISK_LEVELS = ("low", "medium", "high")  # `risk_band`'s levels, by the number of thresholds reached
 
 
 @dataclass(frozen=True)
@@ -70,7 +72,7 @@ class CheckedBatch:
     valid: pl.DataFrame
     quarantine: pl.DataFrame
     rows_in: int
-    matrix: np.ndarray | None = None  # None once scored, or where no row is valid
+    matrix: np.ndarray | None = None  # None where no row is valid
 
 
 def score_batch(raw: pl.DataFrame, context: ScoringContext, *, first_row: int = 1) -> ScoredBatch:
@@ -79,14 +81,26 @@ def score_batch(raw: pl.DataFrame, context: ScoringContext, *, first_row: int = 
 
 
 def check_batch(raw: pl.DataFrame, context: ScoringContext, *, first_row: int = 1) -> CheckedBatch:
-    """Validate one raw batch whose first row is source row `first_row` (the first half of `score_batch`)."""
+    """Validate one raw batch whose first row is source row `first_row`, and build its feature
+    matrix (the first half of `score_batch`)."""
+    return with_matrix(validate_batch(raw, context, first_row=first_row), context)
+
+
+def validate_batch(raw: pl.DataFrame, context: ScoringContext, *, first_row: int = 1) -> CheckedBatch:
+    """Validate one raw batch whose first row is source row `first_row`; no matrix yet."""
     if raw.height == 0:
         return CheckedBatch(pl.DataFrame(), pl.DataFrame(), 0)
     unlabelled = raw.drop(context.spec.target.source_names, strict=False)
     result = validate(unlabelled, _per_batch(context.spec), require_target=False)
     quarantine = result.quarantine.with_columns(pl.col(ROW) + (first_row - 1))
-    matrix = transform(result.valid, context.predictor.features) if result.valid.height else None
-    return CheckedBatch(result.valid, quarantine, raw.height, matrix)
+    return CheckedBatch(result.valid, quarantine, raw.height)
+
+
+def with_matrix(checked: CheckedBatch, context: ScoringContext) -> CheckedBatch:
+    """The checked batch with the feature matrix of its valid rows (None where there are none)."""
+    if checked.matrix is not None or checked.valid.height == 0:
+        return checked
+    return replace(checked, matrix=transform(checked.valid, context.predictor.features))
 
 
 def score_checked(checked: CheckedBatch, context: ScoringContext) -> ScoredBatch:
@@ -111,20 +125,30 @@ def finish_batch(
     scores = _score_frame(valid, probabilities, decisions, context)
     profile = None
     if context.reference is not None:
-        profile = build_profile(valid, probabilities, decisions, context.reference, context.slices)
+        encoded = _encoded(checked.matrix, context.predictor.features)
+        profile = build_profile(valid, probabilities, decisions, context.reference, context.slices, encoded)
     leaders = _leaders(valid, scores, context.leaders)
     return ScoredBatch(
         scores, checked.quarantine, checked.rows_in, profile, leaders, scorer_name(context.predictor)
     )
 
 
+def _encoded(matrix: np.ndarray | None, features: FeatureSpec) -> Encoded | None:
+    """The matrix's input columns, for the profile: numbers and category codes it need not work out again."""
+    if matrix is None:
+        return None
+    values = {name: matrix[:, index] for index, name in enumerate(features.input_columns)}
+    return Encoded(values, {c.name: c.vocabulary for c in features.categorical})
+
+
 def _leaders(valid: pl.DataFrame, scores: pl.DataFrame, count: int) -> pl.DataFrame | None:
+    """The rows of most revenue at risk, features and all: ranked on the scores, then gathered."""
     if not count or scores.height == 0:
         return None
-    ranked = scores.select("churn_probability", "revenue_at_risk", "risk")
-    return pl.concat([valid, ranked], how="horizontal").top_k(
-        count, by=["revenue_at_risk", "churn_probability"]
-    )
+    ranked = scores.select("churn_probability", "revenue_at_risk", "risk").with_row_index("_leader")
+    top = ranked.top_k(count, by=["revenue_at_risk", "churn_probability"])
+    rows = top.get_column("_leader")
+    return pl.concat([valid[rows], top.drop("_leader")], how="horizontal")
 
 
 def _per_batch(spec: DatasetSpec) -> DatasetSpec:
@@ -143,13 +167,19 @@ def _score_frame(
             "customer_id": valid.get_column(context.spec.id.name),
             "churn_probability": probabilities,
             "prediction": decisions.astype(np.int8),
-            "risk": risk_bands(probabilities, threshold),
+            "risk": _risk(probabilities, threshold),
             "model_version": pl.repeat(context.model_version, valid.height, eager=True),
             "scored_at": pl.repeat(context.scored_at, valid.height, eager=True),
             "run_date": pl.repeat(context.run_date, valid.height, eager=True),
             "revenue_at_risk": probabilities * value * context.horizon_months,
         }
     )
+
+
+def _risk(probabilities: np.ndarray, threshold: float) -> pl.Series:
+    """`risk_bands` as a column, from each row's level (cheaper than building a million strings)."""
+    level = np.where(probabilities >= threshold, 2, np.where(probabilities >= threshold / 2, 1, 0))
+    return pl.Series(RISK_LEVELS).gather(level)
 
 
 def empty_scores() -> pl.DataFrame:

@@ -1,0 +1,53 @@
+"""The local engine's reader: Parquet in slices of rows, the same frames polars' reader gives."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import polars as pl
+import pyarrow.parquet as pq
+import pytest
+
+from churn_mlops.batch.reading import stream
+from churn_mlops.data.sources import Source, iter_source
+from churn_mlops.errors import SourceError
+from tests.factories import raw_customers
+
+
+@pytest.fixture
+def customers() -> pl.DataFrame:
+    return raw_customers(2_500, seed=3)
+
+
+def test_parquet_comes_in_slices_of_batch_rows_across_row_groups(
+    customers: pl.DataFrame, tmp_path: Path
+) -> None:
+    path = tmp_path / "customers.parquet"
+    customers.write_parquet(path, row_group_size=700)
+    assert pq.ParquetFile(path).metadata.num_row_groups == 4
+    frames = list(stream(Source(str(path)), 1_000))
+    assert [f.height for f in frames] == [1_000, 1_000, 500]
+    assert pl.concat(frames).equals(pl.read_parquet(path))
+    assert all(f.schema == customers.schema for f in frames)
+
+
+def test_a_folder_and_a_csv_file_read_as_iter_source_reads_them(
+    customers: pl.DataFrame, tmp_path: Path
+) -> None:
+    folder = tmp_path / "customers"
+    folder.mkdir()
+    customers.head(1_200).write_parquet(folder / "a.parquet")
+    customers.tail(1_300).write_parquet(folder / "b.parquet")
+    csv = tmp_path / "customers.csv"
+    customers.write_csv(csv)
+    for source in (Source(str(folder)), Source(str(csv))):
+        ours = pl.concat(stream(source, 1_000))
+        assert ours.equals(pl.concat(iter_source(source, 1_000, recover=True)))
+        assert ours.height == customers.height
+
+
+def test_a_file_that_is_not_parquet_is_a_source_error(tmp_path: Path) -> None:
+    path = tmp_path / "customers.parquet"
+    path.write_text("customer_id,tenure\nA,1\n")
+    with pytest.raises(SourceError, match="cannot read as Parquet"):
+        list(stream(Source(str(path)), 1_000))
