@@ -199,3 +199,25 @@ def test_a_target_that_is_present_is_still_converted_when_not_required(spec: Dat
     result = normalize(raw, spec, require_target=False)
     assert result.frame.get_column("churn").to_list() == [True, False, None]
     assert result.issues.select("_row", "column").rows() == [(3, "churn")]
+
+
+def test_only_category_columns_of_clean_known_values_are_reported_known(spec: DatasetSpec) -> None:
+    raw = with_value(with_value(raw_customers(20), 2, "Contract", " One year"), 3, "PaymentMethod", "Cash")
+    known = normalize(raw, spec).known
+    categories = {f.name for f in spec.features if f.categories}
+    assert "gender" in known
+    assert known <= categories
+    assert not {"contract", "payment_method", "partner", "tenure"} & known
+
+
+def test_a_large_table_whose_first_rows_hold_no_clean_value_is_normalized_in_full(spec: DatasetSpec) -> None:
+    raw = raw_customers(1100).with_columns(
+        pl.when(pl.int_range(pl.len()) < 1050).then(pl.lit(v)).otherwise(pl.col(f)).alias(f)
+        for f, v in (("gender", None), ("Contract", "Monthly"))
+    )
+    result = normalize(raw, spec)
+    assert result.frame.get_column("gender").null_count() == 1050
+    assert result.frame.get_column("gender")[1060] == raw.get_column("gender")[1060]
+    assert result.issues.height == 0
+    assert "gender" in result.known
+    assert "contract" not in result.known

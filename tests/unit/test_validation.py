@@ -204,3 +204,37 @@ def test_a_record_the_reader_marked_is_quarantined_with_its_reason_alone(spec: D
     record = result.quarantine.row(0, named=True)
     assert (record["_row"], record["_columns"], record["_reasons"]) == (5, "_record", reasons[4])
     assert "_malformed" not in result.quarantine.columns
+
+
+def test_a_clean_table_quarantines_nothing_in_the_shape_of_a_quarantine(spec: DatasetSpec) -> None:
+    raw = raw_customers(20).with_columns(pl.col("tenure").cast(pl.Int64))
+    clean = validate(raw, spec)
+    broken = validate(with_value(raw, 4, "Contract", "Weekly"), spec)
+    assert clean.quarantine.height == 0
+    assert broken.quarantine.height == 1
+    assert clean.quarantine.schema == broken.quarantine.schema
+    assert clean.report.failures == []
+    assert clean.report.rows_valid == 20
+
+
+@pytest.mark.parametrize("column", ["Contract", "PaymentMethod", "gender"])
+def test_a_category_unknown_in_any_row_is_found_whatever_the_others_hold(
+    spec: DatasetSpec, column: str
+) -> None:
+    raw = with_value(raw_customers(30), 29, column, "Unheard of")
+    for _ in range(2):  # the second run reuses what the first built
+        result = validate(raw, spec)
+        assert result.quarantine.get_column("_row").to_list() == [30]
+        assert result.quarantine.row(0, named=True)["_reasons"] == "unknown category 'Unheard of'"
+
+
+def test_values_first_seen_deep_in_a_large_table_are_judged_like_any_other(spec: DatasetSpec) -> None:
+    raw = raw_customers(1500).with_columns(pl.lit("No").alias("Partner"))
+    raw = with_value(with_value(raw, 1300, "Partner", "YES"), 1350, "Contract", " One year")
+    result = validate(with_value(raw, 1400, "PaymentMethod", "Cash"), spec)
+    assert result.quarantine.get_column("_row").to_list() == [1401]
+    assert result.quarantine.row(0, named=True)["_reasons"] == "unknown category 'Cash'"
+    partner = result.valid.get_column("partner")
+    assert partner.sum() == 1
+    assert partner[1300]
+    assert result.valid.row(1350, named=True)["contract"] == "One year"

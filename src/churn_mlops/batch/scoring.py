@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from datetime import date, datetime
+from functools import lru_cache
 
 import numpy as np
 import polars as pl
@@ -151,6 +152,7 @@ def _leaders(valid: pl.DataFrame, scores: pl.DataFrame, count: int) -> pl.DataFr
     return pl.concat([valid[rows], top.drop("_leader")], how="horizontal")
 
 
+@lru_cache(maxsize=8)
 def _per_batch(spec: DatasetSpec) -> DatasetSpec:
     """The spec for one batch: bad-row share and row counts are judged over the whole run."""
     return spec.model_copy(update={"max_quarantine_fraction": 1.0, "min_rows": 0})

@@ -6,7 +6,8 @@ are parsed (timestamps too, where the spec names them and the source has them), 
 check gives a boolean mask. A value that cannot be converted becomes null and is reported as
 an issue for its row; messages are written only for the flagged rows.
 A text column whose distinct values are all known, already-trimmed categories or yes/no
-spellings skips trimming (and lower-casing): same result, less work.
+spellings skips trimming (and lower-casing): same result, less work; such a category column is
+reported as known, so that validation need not look up its values again.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ ISSUE_SCHEMA = {ROW: pl.Int64, "column": pl.String, "check": pl.String, "reason"
 _INPUT = "_input_"  # prefix of a column's trimmed (or typed) source value
 _FAILED = "_failed_"  # prefix of a check's boolean mask
 _PROBLEM = "_problem_"  # prefix of a column's "check:reason" text, built for flagged rows only
+_GUESS_ROWS = 1024  # rows whose distinct values are taken as a guess at a whole column's
 
 
 @dataclass(frozen=True)
@@ -34,6 +36,7 @@ class Normalized:
     frame: pl.DataFrame
     issues: pl.DataFrame
     ignored_columns: tuple[str, ...]
+    known: frozenset[str] = frozenset()  # category columns whose values are all among the categories
 
 
 @dataclass(frozen=True)
@@ -57,6 +60,7 @@ class _Conversion:
     dtype: pl.DataType | None = None  # the final type where parsing gives another one
     clean: frozenset[str] = frozenset()  # trimmed, non-blank values: a source of only these needs no trimming
     truth: Mapping[str, bool] | None = None  # for a yes/no column, what each clean value means
+    known: bool = False  # a category column whose source holds only clean categories (and nulls)
 
     def mask(self, check: _Check) -> str:
         """The name of a check's mask column."""
@@ -69,7 +73,7 @@ class _Conversion:
             given = pl.col(_INPUT + self.name)
             is_true = [given == v for v in present if self.truth[v]]
             parsed = pl.when(given.is_not_null()).then(pl.any_horizontal(is_true) if is_true else False)
-        return replace(self, input=pl.col(self.source), parsed=parsed)
+        return replace(self, input=pl.col(self.source), parsed=parsed, known=self.truth is None)
 
 
 def resolve_columns(columns: list[str], spec: DatasetSpec, *, require_target: bool) -> dict[str, str]:
@@ -110,7 +114,8 @@ def normalize(raw: pl.DataFrame, spec: DatasetSpec, *, require_target: bool = Tr
     )
     frame = work.select(ROW, *(_value(c).alias(c.name) for c in conversions))
     ignored = tuple(c for c in raw.columns if c not in set(names.values()))
-    return Normalized(frame, _issues(raw, work, conversions), ignored)
+    known = frozenset(c.name for c in conversions if c.known)
+    return Normalized(frame, _issues(raw, work, conversions), ignored, known)
 
 
 def _conversions(spec: DatasetSpec, names: dict[str, str], schema: pl.Schema) -> list[_Conversion]:
@@ -135,16 +140,47 @@ def _skip_trimming_clean_sources(raw: pl.DataFrame, conversions: list[_Conversio
     candidates = [c for c in conversions if c.clean]
     if not candidates:
         return conversions
-    distinct = raw.select(  # a clean source has at most len(clean) + 1 distinct values, null included
+    present = _clean_values(raw, candidates)
+    return [c.for_clean_source(present[c.name]) if c.name in present else c for c in conversions]
+
+
+def _clean_values(raw: pl.DataFrame, candidates: list[_Conversion]) -> dict[str, list[str]]:
+    """The distinct non-null values of each candidate column whose values are all clean.
+
+    The first rows' distinct values are a guess, confirmed over all rows by comparing with them
+    (cheaper than hashing every value); a column they do not cover is looked at in full.
+    """
+    guesses = _distinct_clean(raw.head(_GUESS_ROWS), candidates)
+    if raw.height <= _GUESS_ROWS:
+        return {name: values for name, values in guesses.items() if values is not None}
+    guessed = {c.name: (c.source, values) for c in candidates if (values := guesses[c.name])}
+    confirmed = _all_among(raw, guessed) if guessed else {}
+    rest = [c for c in candidates if guesses[c.name] is not None and not confirmed.get(c.name)]
+    found = {name: guesses[name] for name, ok in confirmed.items() if ok}
+    found |= _distinct_clean(raw, rest) if rest else {}
+    return {name: values for name, values in found.items() if values is not None}
+
+
+def _all_among(raw: pl.DataFrame, guessed: dict[str, tuple[str, list[str]]]) -> dict[str, bool]:
+    """Whether every non-null value of each source column is one of the values guessed for it."""
+    return raw.select(
+        pl.any_horizontal(pl.col(source) == v for v in values).all().alias(name)
+        for name, (source, values) in guessed.items()
+    ).row(0, named=True)
+
+
+def _distinct_clean(frame: pl.DataFrame, candidates: list[_Conversion]) -> dict[str, list[str] | None]:
+    """Each candidate column's distinct non-null values where all are clean, else None."""
+    distinct = frame.select(  # a clean source has at most len(clean) + 1 distinct values, null included
         pl.col(c.source).unique().head(len(c.clean) + 2).implode().alias(c.name) for c in candidates
     ).row(0, named=True)
     present = {c.name: [v for v in distinct[c.name] if v is not None] for c in candidates}
-    clean = {
-        c.name
-        for c in candidates
+    return {
+        c.name: present[c.name]
         if len(distinct[c.name]) <= len(c.clean) + 1 and c.clean.issuperset(present[c.name])
+        else None
+        for c in candidates
     }
-    return [c.for_clean_source(present[c.name]) if c.name in clean else c for c in conversions]
 
 
 def _value(conversion: _Conversion) -> pl.Expr:
@@ -162,6 +198,8 @@ def _issues(raw: pl.DataFrame, work: pl.DataFrame, conversions: list[_Conversion
     if not masks:
         return pl.DataFrame(schema=ISSUE_SCHEMA)
     flagged = work.select(ROW, *masks).filter(pl.any_horizontal(masks))
+    if flagged.height == 0:
+        return pl.DataFrame(schema=ISSUE_SCHEMA)
     problems = [c for c in conversions if c.checks]
     sources = sorted({c.source for c in problems})
     values = raw.select(sources).gather(flagged.get_column(ROW) - 1).select(pl.all().cast(pl.String))

@@ -10,6 +10,7 @@ is quarantined with the reader's reason alone, under the column `_record`.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 import pandera
@@ -57,17 +58,14 @@ def validate(raw: pl.DataFrame, spec: DatasetSpec, *, require_target: bool = Tru
     normalized = normalize(raw, spec, require_target=require_target)
     table = normalized.frame
     with_target = spec.target.name in table.columns
-    issues = pl.concat([normalized.issues, _schema_issues(table, spec, with_target)])
+    issues = pl.concat([normalized.issues, _schema_issues(table, spec, with_target, normalized.known)])
     read = table
     if malformed.height:  # a marked record's fields are a guess: only the reader's reason counts
         unread = pl.col(ROW).is_in(malformed.get_column(ROW).implode())
         issues, read = pl.concat([malformed, issues.filter(~unread)]), table.filter(~unread)
     issues = issues.unique(subset=[ROW, "column"], keep="first", maintain_order=True)
     _check_unique_ids(read, snapshot_key(spec, read.columns))
-    bad = issues.group_by(ROW, maintain_order=True).agg(
-        pl.col("column").str.join("; ").alias("_columns"),
-        pl.col("reason").str.join("; ").alias("_reasons"),
-    )
+    bad = _bad_rows(issues)
     valid = (
         table.drop(ROW)
         if bad.height == 0
@@ -100,10 +98,22 @@ def _malformed(raw: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame]:
     return raw.drop(MALFORMED), marked
 
 
-def _schema_issues(table: pl.DataFrame, spec: DatasetSpec, with_target: bool) -> pl.DataFrame:
+def _bad_rows(issues: pl.DataFrame) -> pl.DataFrame:
+    """One row per row number with issues: its columns and reasons, each joined with "; "."""
+    if issues.height == 0:
+        return pl.DataFrame(schema={ROW: pl.Int64, "_columns": pl.String, "_reasons": pl.String})
+    return issues.group_by(ROW, maintain_order=True).agg(
+        pl.col("column").str.join("; ").alias("_columns"),
+        pl.col("reason").str.join("; ").alias("_reasons"),
+    )
+
+
+def _schema_issues(
+    table: pl.DataFrame, spec: DatasetSpec, with_target: bool, known: frozenset[str]
+) -> pl.DataFrame:
     times = tuple(name for name in spec.time_columns if name in table.columns)
-    schema = pandera_schema(spec, with_target=with_target, times=times)
-    if _all_rows_pass(table, schema):
+    schema = _pandera_schema(spec, with_target, times)
+    if _all_rows_pass(table, _one_pass(spec, with_target, times, tuple(table.schema.items()), known)):
         return pl.DataFrame(schema=ISSUE_SCHEMA)
     try:
         schema.validate(table, lazy=True)
@@ -112,34 +122,62 @@ def _schema_issues(table: pl.DataFrame, spec: DatasetSpec, with_target: bool) ->
     return pl.DataFrame(schema=ISSUE_SCHEMA)
 
 
-def _all_rows_pass(table: pl.DataFrame, schema: pandera.polars.DataFrameSchema) -> bool:
+@lru_cache(maxsize=16)
+def _pandera_schema(
+    spec: DatasetSpec, with_target: bool, times: tuple[str, ...]
+) -> pandera.polars.DataFrameSchema:
+    """The spec's pandera schema, built once per spec (and columns) rather than once per batch."""
+    return pandera_schema(spec, with_target=with_target, times=times)
+
+
+@lru_cache(maxsize=16)
+def _one_pass(
+    spec: DatasetSpec,
+    with_target: bool,
+    times: tuple[str, ...],
+    dtypes: tuple[tuple[str, pl.DataType], ...],
+    known: frozenset[str],
+) -> tuple[pl.Expr, ...] | None:
+    """One query over a table of these column types: whether any row breaks each rule of the
+    schema; None where a rule is beyond it. The category lookup of a `known` column is left out:
+    normalize saw its values, and all are categories."""
+    schema = _pandera_schema(spec, with_target, times)
+    if schema.checks or schema.unique or schema.coerce or schema.strict:
+        return None
+    columns = dict(dtypes)
+    failures: list[pl.Expr] = []
+    for name, column in schema.columns.items():
+        failed = _column_failures(columns, name, column, known)
+        if failed is None:
+            return None
+        failures += failed
+    return tuple(f.alias(str(i)) for i, f in enumerate(failures))
+
+
+def _all_rows_pass(table: pl.DataFrame, failures: tuple[pl.Expr, ...] | None) -> bool:
     """Whether pandera would find nothing, decided in one pass over the table; any doubt says no.
 
     Pandera runs each check as its own query; on a clean batch, one query over all the checks
     is several times cheaper. A rule this pass does not know, and any NaN, leave it to pandera.
     """
-    if schema.checks or schema.unique or schema.coerce or schema.strict:
-        return False
-    failures = []
-    for name, column in schema.columns.items():
-        failed = _column_failures(table, name, column)
-        if failed is None:
-            return False
-        failures += failed
-    return not failures or not any(table.select(f.alias(str(i)) for i, f in enumerate(failures)).row(0))
+    return failures is not None and (not failures or not any(table.select(failures).row(0)))
 
 
-def _column_failures(table: pl.DataFrame, name: str, column: pandera.polars.Column) -> list[pl.Expr] | None:
+def _column_failures(
+    dtypes: dict[str, pl.DataType], name: str, column: pandera.polars.Column, known: frozenset[str]
+) -> list[pl.Expr] | None:
     """Whether any row breaks each of a column's rules; None if the column is beyond this pass."""
-    if name not in table.columns or table.schema[name] != column.dtype.type:
+    if name not in dtypes or dtypes[name] != column.dtype.type:
         return None
     if column.unique or column.coerce or column.regex or not column.required:
         return None
     value = pl.col(name)
     failures = [] if column.nullable else [value.is_null().any()]
-    if table.schema[name].is_float():
+    if dtypes[name].is_float():
         failures.append(value.is_nan().any())
     for check in column.checks:
+        if name in known and check.name == "isin":
+            continue
         passed = _check_passes(value, check)
         if passed is None or not check.ignore_na:
             return None
@@ -235,12 +273,17 @@ def _duplicate_ids(table: pl.DataFrame, key: list[str]) -> DataValidationError:
 
 def _quarantine(raw: pl.DataFrame, bad: pl.DataFrame) -> pl.DataFrame:
     """The bad raw rows, every value as text, with their row numbers and reasons."""
+    if bad.height == 0 and ROW not in raw.columns:  # nothing to pick: only the columns
+        text = {name: pl.String for name in raw.columns}
+        return pl.DataFrame(schema={ROW: pl.Int64, **text, "_columns": pl.String, "_reasons": pl.String})
     numbered = raw.with_row_index(ROW, offset=1).with_columns(pl.col(ROW).cast(pl.Int64))
     picked = numbered.filter(pl.col(ROW).is_in(bad.get_column(ROW).implode()))
     return picked.with_columns(pl.exclude(ROW).cast(pl.String)).join(bad, on=ROW, maintain_order="left")
 
 
 def _failure_counts(issues: pl.DataFrame) -> list[dict[str, object]]:
+    if issues.height == 0:
+        return []
     counts = issues.group_by("column", "check").agg(
         pl.len().alias("rows"), pl.col("reason").first().alias("example")
     )
