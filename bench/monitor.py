@@ -48,8 +48,9 @@ import numpy as np
 import polars as pl
 
 from churn_mlops.data.spec import DatasetSpec, load_spec
+from churn_mlops.monitoring.counting import build_profile
 from churn_mlops.monitoring.drift import drift_report, quality_report
-from churn_mlops.monitoring.profile import Profile, build_profile
+from churn_mlops.monitoring.profile import Profile
 from churn_mlops.monitoring.reference import Reference
 from churn_mlops.settings import DriftSettings
 

@@ -13,8 +13,8 @@ from churn_mlops.data.synthetic import generate
 from churn_mlops.data.validation import validate
 from churn_mlops.features.spec import fit_features
 from churn_mlops.models.profile import reference_profile
+from churn_mlops.monitoring.counting import build_profile
 from churn_mlops.monitoring.histograms import distributions
-from churn_mlops.monitoring.profile import build_profile
 from churn_mlops.monitoring.reference import Reference
 
 

@@ -19,15 +19,9 @@ from churn_mlops.features.spec import FeatureSpec, fit_features
 from churn_mlops.models.profile import reference_profile
 from churn_mlops.models.slices import slice_labels
 from churn_mlops.monitoring import stats
+from churn_mlops.monitoring.counting import Encoded, build_profile
 from churn_mlops.monitoring.drift import drift_report, quality_report, score_drift
-from churn_mlops.monitoring.profile import (
-    Encoded,
-    FeatureCounts,
-    Profile,
-    ScoreCounts,
-    build_profile,
-    total,
-)
+from churn_mlops.monitoring.profile import FeatureCounts, Profile, ScoreCounts, total
 from churn_mlops.monitoring.reference import Reference
 from churn_mlops.settings import DriftSettings
 

@@ -12,8 +12,9 @@ from sklearn.metrics import average_precision_score, precision_score, recall_sco
 
 from churn_mlops.models.economics import BusinessCosts
 from churn_mlops.monitoring import stats
+from churn_mlops.monitoring.counting import build_profile
 from churn_mlops.monitoring.performance import ClassCounts, expected_counts, metrics, realised_counts
-from churn_mlops.monitoring.profile import Profile, build_profile
+from churn_mlops.monitoring.profile import Profile
 from churn_mlops.monitoring.reference import Reference
 
 Counts = npt.NDArray[np.int64]

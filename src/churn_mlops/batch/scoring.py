@@ -21,7 +21,8 @@ from churn_mlops.features import transform
 from churn_mlops.features.spec import FeatureSpec
 from churn_mlops.models.artifacts import Predictor
 from churn_mlops.models.compiled import scorer_name
-from churn_mlops.monitoring.profile import Encoded, Profile, Slices, build_profile
+from churn_mlops.monitoring.counting import Encoded, build_profile
+from churn_mlops.monitoring.profile import Profile, Slices
 from churn_mlops.monitoring.reference import Reference
 
 SCORE_COLUMNS = (

@@ -19,7 +19,8 @@ from churn_mlops.data.spec import DatasetSpec, Kind
 from churn_mlops.monitoring import tables
 from churn_mlops.monitoring.alerts import alert_json, notify, update_alerts
 from churn_mlops.monitoring.canary import judge_canary
-from churn_mlops.monitoring.profile import Slices, build_profile, slice_keys
+from churn_mlops.monitoring.counting import build_profile, slice_keys
+from churn_mlops.monitoring.profile import Slices
 from churn_mlops.monitoring.reference import Reference
 from churn_mlops.monitoring.registry import References
 from churn_mlops.monitoring.store import MonitorStore, StoredProfile
