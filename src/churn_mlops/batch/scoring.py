@@ -19,7 +19,7 @@ from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.data.validation import validate
 from churn_mlops.features import transform
 from churn_mlops.features.spec import FeatureSpec
-from churn_mlops.models.artifacts import Predictor
+from churn_mlops.models.artifacts import RISK_LEVELS, Predictor, risk_levels
 from churn_mlops.models.compiled import scorer_name
 from churn_mlops.monitoring.counting import Encoded, build_profile
 from churn_mlops.monitoring.profile import Profile, Slices
@@ -35,7 +35,6 @@ SCORE_COLUMNS = (
     "run_date",
     "revenue_at_risk",
 )
-RISK_LEVELS = ("low", "medium", "high")  # `risk_band`'s levels, by the number of thresholds reached
 
 
 @dataclass(frozen=True)
@@ -181,8 +180,7 @@ def _score_frame(
 
 def _risk(probabilities: np.ndarray, threshold: float) -> pl.Series:
     """`risk_bands` as a column, from each row's level (cheaper than building a million strings)."""
-    level = np.where(probabilities >= threshold, 2, np.where(probabilities >= threshold / 2, 1, 0))
-    return pl.Series(RISK_LEVELS).gather(level)
+    return pl.Series(RISK_LEVELS).gather(risk_levels(probabilities, threshold))
 
 
 def empty_scores() -> pl.DataFrame:

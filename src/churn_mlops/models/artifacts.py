@@ -140,11 +140,18 @@ def risk_band(probability: float, threshold: float) -> str:
     return "high" if probability >= threshold else "medium" if probability >= threshold / 2 else "low"
 
 
+RISK_LEVELS = ("low", "medium", "high")  # `risk_band`'s bands, by level
+
+
+def risk_levels(probabilities: np.ndarray, threshold: float) -> np.ndarray:
+    """Each probability's band as its position in RISK_LEVELS, for a batch."""
+    return np.where(probabilities >= threshold, 2, np.where(probabilities >= threshold / 2, 1, 0))
+
+
 def risk_bands(probabilities: np.ndarray, threshold: float) -> np.ndarray:
     """`risk_band` of every probability at once, for a batch."""
-    return np.where(
-        probabilities >= threshold, "high", np.where(probabilities >= threshold / 2, "medium", "low")
-    )
+    bands: np.ndarray = np.asarray(RISK_LEVELS)[risk_levels(probabilities, threshold)]
+    return bands
 
 
 @dataclass(frozen=True)
