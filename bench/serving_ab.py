@@ -14,6 +14,8 @@ What it measures
         each run's p50/p99, its requests over 10 ms and the server's CPU per request, then per
         variant the medians of the runs in which the generator kept its schedule (late under 1 ms
         at p99).
+      - `--by-id`: each variant's home has an online store holding every customer of the lake,
+        and each request sends the next of them by id alone (bench/serving.py --by-id's load).
       - `--stall MS --stall-every S`: through the open-loop runs, a process pinned to the servers'
         CPU spins for MS ms every S s. On this shared machine a variant's p99 over a few runs
         is mostly the machine's stalls; with the same stalls forced on every variant, the runs
@@ -41,7 +43,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import serving as bench  # bench/serving.py: the fixture, the servers and both load generators
@@ -101,7 +103,7 @@ def start(variant: Variant, fixture: bench.Fixture, workdir: Path) -> bench.Serv
     if variant.source:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [variant.source, env.get("PYTHONPATH")]))
     command = [sys.executable, "-m", "churn_mlops", "serve", "--workers", "1"]
-    return bench._launch(variant.name, command, env, workdir)
+    return bench._launch(variant.name, command, env, workdir, replace(fixture, home=home))
 
 
 def main() -> None:
@@ -116,6 +118,9 @@ def main() -> None:
     parser.add_argument("--rows", type=int, default=3000, help="synthetic customers to train on")
     parser.add_argument("--workdir", type=Path, help="keep the trained home here and reuse it")
     parser.add_argument("--bare", action="store_true", help="also run bench/serving.py's bare server")
+    parser.add_argument(
+        "--by-id", action="store_true", help="send customers by id alone (every variant's online store)"
+    )
     parser.add_argument("--stall", type=float, default=0.0, help="ms of spinning on the server CPU; 0: none")
     parser.add_argument("--stall-every", type=float, default=1.0, help="seconds between those stalls")
     args = parser.parse_args()
@@ -126,22 +131,21 @@ def main() -> None:
     bench.check_machine()
     wrk = bench.ensure_wrk()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-serving-ab-"))
-    fixture = bench.prepare(root, args.rows)
+    fixture = bench.prepare_by_id(root / "by-id", args.rows) if args.by_id else bench.prepare(root, args.rows)
     servers_dir = Path(tempfile.mkdtemp(prefix="servers-", dir=root))
     servers = [start(variant, fixture, servers_dir) for variant in args.variant]
     if args.bare:
-        servers.append(
-            bench._launch("bare", [sys.executable, str(bench.BARE)], dict(os.environ), servers_dir)
-        )
+        bare = [sys.executable, str(bench.BARE)]
+        servers.append(bench._launch("bare", bare, dict(os.environ), servers_dir, fixture))
     try:
         for server in servers:
-            bench._wait_ready(server, fixture)
+            bench._wait_ready(server)
         os.sched_setaffinity(0, {bench.CLIENT_CPU})
-        peaks = closed(wrk, servers, fixture, args)
+        peaks = closed(wrk, servers, args)
         rate = args.rate or max(peaks[servers[0].name]) / 2
         if args.open_duration:
             with stalls(args.stall / 1000, args.stall_every):
-                opened(servers, fixture, rate, args)
+                opened(servers, rate, args)
     finally:
         for server in servers:
             server.stop()
@@ -150,16 +154,16 @@ def main() -> None:
             shutil.rmtree(root, ignore_errors=True)
 
 
-def closed(wrk: str, servers: list[bench.Server], fixture: bench.Fixture, args: Args) -> Peaks:
+def closed(wrk: str, servers: list[bench.Server], args: Args) -> Peaks:
     """Alternating wrk runs; req/s of each run by variant."""
     peaks: Peaks = {server.name: [] for server in servers}
     if not args.duration:
         return peaks
     for server in servers:
-        bench.closed_loop(wrk, server, fixture, args.connections, 3)
+        bench.closed_loop(wrk, server, args.connections, 3)
     for repeat in range(1, args.repeat + 1):
         for server in servers:
-            run = bench.closed_loop(wrk, server, fixture, args.connections, args.duration)
+            run = bench.closed_loop(wrk, server, args.connections, args.duration)
             peaks[server.name].append(run.rps)
             bench.say(
                 f"closed -c{args.connections} {repeat}/{args.repeat} {server.name:12s} "
@@ -185,15 +189,15 @@ def stalls(spin: float, every: float) -> Iterator[None]:
         process.wait()
 
 
-def opened(servers: list[bench.Server], fixture: bench.Fixture, rate: float, args: Args) -> None:
+def opened(servers: list[bench.Server], rate: float, args: Args) -> None:
     """Alternating open-loop runs at `rate`; per variant, the medians of the runs that count."""
     kept: dict[str, list[tuple[float, float, int]]] = {server.name: [] for server in servers}
     for server in servers:
-        bench.open_loop(server, fixture, rate, 1.0, args.open_connections)
+        bench.open_loop(server, rate, 1.0, args.open_connections)
     for repeat in range(1, args.repeat + 1):
         for server in servers:
             cpu = server.cpu_seconds()
-            run = bench.open_loop(server, fixture, rate, args.open_duration, args.open_connections)
+            run = bench.open_loop(server, rate, args.open_duration, args.open_connections)
             cpu_us = (server.cpu_seconds() - cpu) / len(run.latencies) * 1e6
             p99 = bench.percentile(run.latencies, 99) * 1000
             late = bench.percentile(run.lateness, 99) * 1000
@@ -208,12 +212,13 @@ def opened(servers: list[bench.Server], fixture: bench.Fixture, rate: float, arg
             )
     for name, runs in kept.items():
         if runs:
-            p99 = statistics.median(p for p, _, _ in runs)
-            cpu = statistics.median(c for _, c, _ in runs)
-            slow = statistics.median(n for _, _, n in runs)
+            median_p99 = statistics.median(p for p, _, _ in runs)
+            median_cpu = statistics.median(c for _, c, _ in runs)
+            median_slow = statistics.median(n for _, _, n in runs)
             bench.say(
-                f"{name:12s} median p99 {p99:7.2f} ms, over {SLOW_SECONDS * 1000:.0f} ms {slow:7.1f}, "
-                f"CPU {cpu:5.0f} us/req over {len(runs)} runs"
+                f"{name:12s} median p99 {median_p99:7.2f} ms, "
+                f"over {SLOW_SECONDS * 1000:.0f} ms {median_slow:7.1f}, "
+                f"CPU {median_cpu:5.0f} us/req over {len(runs)} runs"
             )
         else:
             bench.say(f"{name:12s} no run in which the generator kept its schedule")

@@ -361,7 +361,8 @@ def test_after_the_materialize_job_customers_are_answered_by_id(
     tmp_path: Path, trained_home: TrainedHome, spec: DatasetSpec
 ) -> None:
     """The jobs' side and the server's side of the store agree: what `materialize` loads from the
-    lake is what a request by id is scored on."""
+    lake is what a request by id is scored on, and the server's lookup reads the index the job
+    added, never the table itself."""
     from churn_mlops.data.lake import Lake
     from churn_mlops.featurestore.materialize import materialize
 
@@ -369,6 +370,11 @@ def test_after_the_materialize_job_customers_are_answered_by_id(
     shutil.copytree(trained_home.home, home)
     settings = _settings(home)
     materialize(settings, spec, Lake(settings.lake_dir).get("latest"))
+    path = home / "features" / "online.db"
+    query = SqliteOnlineStore(path, "churn", spec.id.name, []).query
+    with contextlib.closing(sqlite3.connect(path)) as connection:
+        plan = " ".join(row[-1] for row in connection.execute(f"EXPLAIN QUERY PLAN {query}", (b"",)))
+    assert "USING COVERING INDEX churn_customers_lookup" in plan, plan
     customer = trained_home.customers[2]
     with TestClient(create_app(settings)) as client:
         by_id = _post(client, trained_home, {"customer_id": customer["customer_id"]})

@@ -13,7 +13,7 @@ import polars as pl
 
 from churn_mlops.data.lake import LakeVersion
 from churn_mlops.data.spec import DatasetSpec
-from churn_mlops.featurestore.config import FEATURE_VIEW, ONLINE_DB, REGISTRY_DB
+from churn_mlops.featurestore.config import FEATURE_VIEW, ONLINE_DB, REGISTRY_DB, lookup_index
 from churn_mlops.featurestore.repo import apply, feast_errors, open_store, quiet
 from churn_mlops.featurestore.staging import event_time_field, stage
 from churn_mlops.settings import Settings
@@ -72,7 +72,7 @@ def materialize(
     source = stage(version, spec, settings.feature_repo_dir)
     step("applying the feature definitions")
     apply(store, spec, source, settings.feature_store.ttl_days)
-    _readers_never_wait(settings)
+    _prepare_sqlite_store(settings)
     field = event_time_field(spec)
     times = pl.read_parquet(source, columns=[spec.id.name, field]).filter(pl.col(field) <= end)
     described = asdict(_applied(settings, spec, version, str(source)))
@@ -92,13 +92,15 @@ def materialize(
     )
 
 
-def _readers_never_wait(settings: Settings) -> None:
-    """Put the SQLite online store in WAL mode (it stays so): a server's lookups read on while a
-    materialization writes, instead of waiting for it."""
+def _prepare_sqlite_store(settings: Settings) -> None:
+    """Make the SQLite online store quick to read by customer (both changes stay):
+    - WAL mode: a server's lookups read on while a materialization writes, instead of waiting;
+    - the lookup index (`lookup_index`), which Feast's writes keep up to date like its own."""
     path = settings.feature_repo_dir / ONLINE_DB
     if settings.feature_store.redis_url is None and path.exists():
         with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute(lookup_index(settings.feature_store.project))
 
 
 def _applied(settings: Settings, spec: DatasetSpec, version: LakeVersion, source: str) -> Applied:

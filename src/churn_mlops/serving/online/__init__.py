@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from churn_mlops.data.spec import DatasetSpec
+from churn_mlops.featurestore.config import ONLINE_DB
 from churn_mlops.serving.online.complete import Completed, Completer
 from churn_mlops.serving.online.errors import FeatureStoreError, StaleFeaturesError, UnknownCustomerError
 from churn_mlops.serving.online.redis_store import RedisOnlineStore
@@ -32,7 +33,7 @@ __all__ = [
 
 def sqlite_path(settings: Settings) -> Path:
     """Where Feast's SQLite online store lives: CHURN_HOME/features/online.db."""
-    return settings.feature_repo_dir / "online.db"
+    return settings.feature_repo_dir / ONLINE_DB
 
 
 def online_configured(settings: Settings) -> bool:

@@ -2,8 +2,10 @@
 
 Feast keeps one row per (entity key, feature) in the table `<project>_customers`, the value a
 serialized ValueProto and `event_ts` the observation time as Feast's sqlite adapter wrote it
-(whole seconds of the naive UTC time, read back as Feast does). The query runs on the event
-loop: it takes tens of microseconds, far less than handing it to a thread. While a
+(whole seconds of the naive UTC time, read back as Feast does). `churn features materialize`
+adds an index holding every column the query reads (`lookup_index`), so a lookup reads that
+index alone; a store written otherwise is read through Feast's own index on the entity key. The
+query runs on the event loop: it takes tens of microseconds, far less than handing it to a thread. While a
 materialization holds the file locked the query is not waited for there; it is asked again
 from a thread, on a second connection that waits up to `timeout`. A large batch is read from
 that thread too.
@@ -20,9 +22,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from churn_mlops.featurestore.config import LOOKUP_COLUMNS, online_table
 from churn_mlops.serving.online.codec import decode_value, entity_key
 from churn_mlops.serving.online.errors import FeatureStoreError
-from churn_mlops.serving.online.store import VIEW, Stored, stored
+from churn_mlops.serving.online.store import Stored, stored
 
 INLINE_KEYS = 8  # customers read on the event loop (about 20 us each); more are read from a thread
 
@@ -34,11 +37,12 @@ class SqliteOnlineStore:
         self, path: Path, project: str, join_key: str, features: Sequence[str], timeout: float = 5.0
     ) -> None:
         self.path = path
-        self.table = f"{project}_{VIEW}"
+        self.table = online_table(project)
         self.join_key = join_key
         self.features = frozenset(features)
         self.timeout = timeout
-        self._query = f'SELECT feature_name, value, event_ts FROM "{self.table}" WHERE entity_key = ?'
+        # one customer's rows, by its serialized entity key
+        self.query = f'SELECT {", ".join(LOOKUP_COLUMNS)} FROM "{self.table}" WHERE entity_key = ?'
         self._now: sqlite3.Connection | None = None  # never waits: used on the event loop
         self._patient: sqlite3.Connection | None = None  # waits out a writer: used from a thread
         self._lock = threading.Lock()
@@ -48,7 +52,7 @@ class SqliteOnlineStore:
         self._now = self._connect(0.0)
         self._patient = self._connect(self.timeout)
         try:
-            self._patient.execute(self._query, (b"",)).fetchall()  # waits out a materialization
+            self._patient.execute(self.query, (b"",)).fetchall()  # waits out a materialization
         except sqlite3.Error as exc:
             await self.close()
             raise FeatureStoreError(
@@ -101,7 +105,7 @@ class SqliteOnlineStore:
                 raise self._error(exc) from exc
 
     def _rows(self, connection: sqlite3.Connection, keys: list[bytes]) -> list[list[Any]]:
-        return [connection.execute(self._query, (key,)).fetchall() for key in keys]
+        return [connection.execute(self.query, (key,)).fetchall() for key in keys]
 
     def _stored(self, rows: list[Any]) -> Stored | None:
         features = self.features

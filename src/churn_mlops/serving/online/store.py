@@ -7,7 +7,9 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-VIEW = "customers"  # the one Feast feature view, holding every spec feature
+from churn_mlops.featurestore.config import FEATURE_VIEW
+
+VIEW = FEATURE_VIEW  # the one Feast feature view, holding every spec feature
 
 
 @dataclass(frozen=True)
