@@ -19,7 +19,6 @@ import polars as pl
 
 from churn_mlops.batch.drain import QuarantineWriter, drain
 from churn_mlops.batch.output import ScoreWriter
-from churn_mlops.batch.reading import stream
 from churn_mlops.batch.scoring import (
     CheckedBatch,
     ScoredBatch,
@@ -31,7 +30,7 @@ from churn_mlops.batch.scoring import (
     with_matrix,
 )
 from churn_mlops.batch.summary import RunTotals
-from churn_mlops.data.sources import Source
+from churn_mlops.data.sources import Source, iter_source
 from churn_mlops.models.compiled import COMPILED, scorer_name
 
 Advance = Callable[[int], None]
@@ -64,7 +63,7 @@ def _scored(
     source: Source, context: ScoringContext, batch_rows: int, advance: Advance
 ) -> Iterator[ScoredBatch]:
     """Score batch after batch, the next one read and validated on another thread meanwhile."""
-    batches = stream(source, batch_rows)
+    batches = iter_source(source, batch_rows, recover=True)
     if scorer_name(context.predictor) == COMPILED:
         yield from _overlapped(_checked(batches, context, validate_batch), context, advance)
     else:
