@@ -280,12 +280,30 @@ def test_missing_fields_without_an_id_are_a_422_naming_them(
 def test_without_a_feature_store_an_id_alone_is_a_422_naming_the_missing_fields(
     trained_home: TrainedHome,
 ) -> None:
-    """The session's home has no online store: the request model requires every field, as ever."""
+    """The session's home has no online store: the request model requires every field, as ever,
+    and a customer sent by id is told why and what to run."""
+    customer_id = trained_home.customers[0]["customer_id"]
     with TestClient(create_app(_settings(trained_home.home))) as client:
-        answer = _post(client, trained_home, {"customer_id": trained_home.customers[0]["customer_id"]})
+        answer = _post(client, trained_home, {"customer_id": customer_id})
+        batch = _post(
+            client, trained_home, [trained_home.customers[1], {"customer_id": customer_id}], "/predict/batch"
+        )
     assert answer.status_code == 422, answer.text
     missing = {e["field"] for e in answer.json()["errors"] if e["problem"] == "Field required"}
     assert {"tenure", "gender", "monthly_charges", "contract"} <= missing
+    for refused in (answer, batch):
+        assert refused.status_code == 422, refused.text
+        assert "no online feature store" in refused.json()["detail"]
+        assert "churn features materialize" in refused.json()["detail"]
+
+
+def test_with_a_feature_store_missing_fields_without_an_id_are_not_blamed_on_the_store(
+    client: TestClient, online: tuple[TrainedHome, Any]
+) -> None:
+    answer = _post(client, online[0], {"tenure": 3})
+    assert answer.status_code == 422, answer.text
+    assert answer.json()["detail"].startswith("gender: Field required")
+    assert "feature store" not in answer.json()["detail"]
 
 
 def test_a_lookup_waits_out_a_materialization_holding_the_file(

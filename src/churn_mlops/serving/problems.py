@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 
 from churn_mlops.errors import ChurnError
+from churn_mlops.serving.deps import get_spec
 from churn_mlops.serving.keys import KeyStoreError
 from churn_mlops.serving.middleware import BodyTooLargeError
 from churn_mlops.serving.online.errors import FeatureStoreError, StaleFeaturesError, UnknownCustomerError
@@ -29,6 +30,11 @@ UNAVAILABLE: dict[type[ChurnError], str] = {
     FeatureStoreError: "the online feature store is unavailable; try again",
 }
 SOMETHING_UNAVAILABLE = "a service this request needs is unavailable; try again"
+PREDICTION_PATHS = frozenset({"/predict", "/predict/batch"})
+NO_ONLINE_STORE = (
+    " (this server has no online feature store, so a customer sent by id needs every field too; run"
+    " `churn features materialize`, then restart the server, to send customers by id alone)"
+)
 
 
 def add_error_handlers(app: FastAPI) -> None:
@@ -38,6 +44,8 @@ def add_error_handlers(app: FastAPI) -> None:
         message = "; ".join(f"{e['field']}: {e['problem']}" for e in errors[:SHOWN_IN_DETAIL])
         if len(errors) > SHOWN_IN_DETAIL:
             message += f"; and {len(errors) - SHOWN_IN_DETAIL} more (see errors)"
+        if _by_id_without_a_store(request, exc):
+            message += NO_ONLINE_STORE
         return JSONResponse({"detail": message, "errors": errors}, status_code=422)
 
     @app.exception_handler(BodyTooLargeError)
@@ -63,6 +71,23 @@ def unavailable(exc: ChurnError) -> str:
     """What a client is told about a failing dependency: which service, not where it runs."""
     found = (UNAVAILABLE[cls] for cls in type(exc).__mro__ if cls in UNAVAILABLE)
     return next(found, SOMETHING_UNAVAILABLE)
+
+
+def _by_id_without_a_store(request: Request, exc: RequestValidationError) -> bool:
+    """Whether a prediction missing fields came with a customer id, on a server that started
+    without an online store to look the rest up."""
+    state, route = request.app.state, request.scope.get("route")
+    if getattr(state, "by_id", True) or getattr(route, "path", None) not in PREDICTION_PATHS:
+        return False
+    if not any(error.get("type") == "missing" for error in exc.errors()):
+        return False
+    try:
+        body = json.loads(exc.body)
+    except (TypeError, ValueError):
+        return False
+    id_field = get_spec(request).id.name
+    customers = body if isinstance(body, list) else [body]
+    return any(isinstance(customer, dict) and id_field in customer for customer in customers)
 
 
 def _problem(error: Any) -> dict[str, Any]:
