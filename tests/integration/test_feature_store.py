@@ -22,7 +22,8 @@ import redis
 from churn_mlops.data.lake import Lake
 from churn_mlops.data.spec import DatasetSpec
 from churn_mlops.errors import DataValidationError
-from churn_mlops.featurestore.config import ONLINE_DB, redis_connection_string, repo_options
+from churn_mlops.featurestore.config import redis_connection_string, repo_options
+from churn_mlops.featurestore.layout import ONLINE_DB
 from churn_mlops.featurestore.materialize import apply_version, materialize
 from churn_mlops.featurestore.repo import open_store
 from churn_mlops.featurestore.training import training_set
@@ -185,6 +186,15 @@ def test_without_the_features_extra_the_command_says_how_to_install_it(
     message = churn("features", "materialize", code=2)
     assert "uv sync --extra features" in message
     assert "uv sync --extra features" in churn("train", "--features", "store", code=2)
+
+
+def test_an_online_store_file_that_is_not_a_database_is_a_one_line_error(history_home: Path) -> None:
+    online = get_settings().feature_repo_dir / ONLINE_DB
+    online.parent.mkdir(parents=True, exist_ok=True)
+    online.write_text("not a database\n" * 1_000)
+    message = churn("features", "materialize", code=3)
+    assert "cannot apply the feature definitions: file is not a database" in message
+    assert "Traceback" not in message
 
 
 def test_bad_dates_are_usage_errors(history_home: Path) -> None:

@@ -9,28 +9,13 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from churn_mlops.errors import ConfigError
+from churn_mlops.featurestore.layout import ONLINE_DB
 from churn_mlops.settings import Settings
 from churn_mlops.sql import database_url
 
-FEATURE_VIEW = "customers"
-ONLINE_DB = "online.db"
 REGISTRY_DB = "registry.db"
 PROMETHEUS_KEYS = ("PROMETHEUS_MULTIPROC_DIR", "PROMETHEUS_MULTIPROCESS_DIR")
 ENTITY_KEY_SERIALIZATION_VERSION = 3  # Feast 0.67's default; the server's reader decodes the same
-LOOKUP_COLUMNS = ("feature_name", "value", "event_ts")  # what the server reads of a customer's rows
-
-
-def online_table(project: str) -> str:
-    """Feast's table of the feature view in the SQLite online store: a row per (customer, feature)."""
-    return f"{project}_{FEATURE_VIEW}"
-
-
-def lookup_index(project: str) -> str:
-    """The index the materialize job adds to Feast's SQLite table: the entity key, then every column
-    the server reads, so that a lookup by customer reads this index alone and never the table."""
-    table = online_table(project)
-    columns = ", ".join(("entity_key", *LOOKUP_COLUMNS))
-    return f'CREATE INDEX IF NOT EXISTS "{table}_lookup" ON "{table}" ({columns})'
 
 
 def repo_options(settings: Settings) -> dict[str, Any]:

@@ -13,7 +13,9 @@ import polars as pl
 
 from churn_mlops.data.lake import LakeVersion
 from churn_mlops.data.spec import DatasetSpec
-from churn_mlops.featurestore.config import FEATURE_VIEW, ONLINE_DB, REGISTRY_DB, lookup_index
+from churn_mlops.errors import SourceError, first_line
+from churn_mlops.featurestore.config import REGISTRY_DB
+from churn_mlops.featurestore.layout import FEATURE_VIEW, ONLINE_DB, lookup_index_sql
 from churn_mlops.featurestore.repo import apply, feast_errors, open_store, quiet
 from churn_mlops.featurestore.staging import event_time_field, stage
 from churn_mlops.settings import Settings
@@ -95,12 +97,16 @@ def materialize(
 def _prepare_sqlite_store(settings: Settings) -> None:
     """Make the SQLite online store quick to read by customer (both changes stay):
     - WAL mode: a server's lookups read on while a materialization writes, instead of waiting;
-    - the lookup index (`lookup_index`), which Feast's writes keep up to date like its own."""
+    - the lookup index (`lookup_index_sql`), which Feast's writes keep up to date like its own."""
     path = settings.feature_repo_dir / ONLINE_DB
-    if settings.feature_store.redis_url is None and path.exists():
+    if settings.feature_store.redis_url is not None or not path.exists():
+        return
+    try:
         with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:
             connection.execute("PRAGMA journal_mode=WAL")
-            connection.execute(lookup_index(settings.feature_store.project))
+            connection.execute(lookup_index_sql(settings.feature_store.project))
+    except sqlite3.Error as exc:
+        raise SourceError(f"cannot prepare the online store {path}: {first_line(exc)}") from exc
 
 
 def _applied(settings: Settings, spec: DatasetSpec, version: LakeVersion, source: str) -> Applied:

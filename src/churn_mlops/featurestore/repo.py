@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 
 from churn_mlops.data.spec import ColumnSpec, DatasetSpec, Kind
 from churn_mlops.errors import SourceError, first_line
-from churn_mlops.featurestore.config import FEATURE_VIEW, repo_options, require_feast
+from churn_mlops.featurestore.config import repo_options, require_feast
+from churn_mlops.featurestore.layout import FEATURE_VIEW
 from churn_mlops.featurestore.staging import event_time_field
 from churn_mlops.settings import Settings
 
@@ -98,12 +99,12 @@ def quiet() -> Iterator[None]:
 
 @contextlib.contextmanager
 def feast_errors(doing: str) -> Iterator[None]:
-    """Translate an unreachable store or registry into a SourceError naming what failed."""
+    """Translate an unreachable or unreadable store or registry into a SourceError naming what failed."""
     try:
         yield
     except (OSError, ConnectionError) as exc:
         raise SourceError(f"cannot {doing}: {first_line(exc)}") from exc
     except Exception as exc:
-        if type(exc).__module__.split(".")[0] not in {"sqlalchemy", "redis", "psycopg"}:
+        if type(exc).__module__.split(".")[0] not in {"sqlalchemy", "sqlite3", "redis", "psycopg"}:
             raise
         raise SourceError(f"cannot {doing}: {first_line(exc)}") from exc

@@ -20,7 +20,7 @@ from churn_mlops.data.snapshots import has_history
 from churn_mlops.data.spec import DatasetSpec, Kind
 from churn_mlops.data.timestamps import TIMESTAMP
 from churn_mlops.errors import DataValidationError
-from churn_mlops.featurestore.config import FEATURE_VIEW
+from churn_mlops.featurestore.layout import FEATURE_VIEW
 from churn_mlops.featurestore.materialize import apply_version
 from churn_mlops.featurestore.repo import feast_errors, open_store, quiet
 from churn_mlops.settings import Settings

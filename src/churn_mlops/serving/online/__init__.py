@@ -9,7 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from churn_mlops.data.spec import DatasetSpec
-from churn_mlops.featurestore.config import ONLINE_DB
+from churn_mlops.featurestore.layout import ONLINE_DB
 from churn_mlops.serving.online.complete import Completed, Completer
 from churn_mlops.serving.online.errors import FeatureStoreError, StaleFeaturesError, UnknownCustomerError
 from churn_mlops.serving.online.redis_store import RedisOnlineStore

@@ -11,12 +11,13 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from churn_mlops.featurestore.layout import FEATURE_VIEW
 from churn_mlops.serving.online.codec import decode_timestamp, decode_value, entity_key, feature_field
 from churn_mlops.serving.online.errors import FeatureStoreError
-from churn_mlops.serving.online.store import VIEW, Stored, stored
+from churn_mlops.serving.online.store import Stored, stored
 from churn_mlops.serving.ratelimit import redacted
 
-_TIMESTAMP = f"_ts:{VIEW}".encode()
+_TIMESTAMP = f"_ts:{FEATURE_VIEW}".encode()
 
 
 class RedisOnlineStore:
@@ -28,7 +29,7 @@ class RedisOnlineStore:
         self.url = url
         self.project = project.encode()
         self.join_key = join_key
-        self.names = {feature_field(VIEW, name): name for name in features}
+        self.names = {feature_field(FEATURE_VIEW, name): name for name in features}
         self.timeout = timeout
         self._client: Any = None
         self._errors: tuple[type[Exception], ...] = ()

@@ -3,12 +3,13 @@
 Feast keeps one row per (entity key, feature) in the table `<project>_customers`, the value a
 serialized ValueProto and `event_ts` the observation time as Feast's sqlite adapter wrote it
 (whole seconds of the naive UTC time, read back as Feast does). `churn features materialize`
-adds an index holding every column the query reads (`lookup_index`), so a lookup reads that
-index alone; a store written otherwise is read through Feast's own index on the entity key. The
-query runs on the event loop: it takes tens of microseconds, far less than handing it to a thread. While a
-materialization holds the file locked the query is not waited for there; it is asked again
-from a thread, on a second connection that waits up to `timeout`. A large batch is read from
-that thread too.
+adds an index holding every column the query reads (`lookup_index_sql`), so a lookup reads that
+index alone; a store written otherwise is read through Feast's own index on the entity key.
+
+The query runs on the event loop: it takes tens of microseconds, far less than handing it to a
+thread. While a materialization holds the file locked the query is not waited for there; it is
+asked again from a thread, on a second connection that waits up to `timeout`. A large batch is
+read from that thread too.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from churn_mlops.featurestore.config import LOOKUP_COLUMNS, online_table
+from churn_mlops.featurestore.layout import LOOKUP_COLUMNS, online_table
 from churn_mlops.serving.online.codec import decode_value, entity_key
 from churn_mlops.serving.online.errors import FeatureStoreError
 from churn_mlops.serving.online.store import Stored, stored

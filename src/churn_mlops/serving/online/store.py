@@ -7,10 +7,6 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Protocol
 
-from churn_mlops.featurestore.config import FEATURE_VIEW
-
-VIEW = FEATURE_VIEW  # the one Feast feature view, holding every spec feature
-
 
 @dataclass(frozen=True)
 class Stored:
