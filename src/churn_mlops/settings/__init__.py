@@ -61,7 +61,9 @@ __all__ = [
 class Settings(BaseSettings):
     """All settings of churn-mlops; every piece of state lives under `home`."""
 
-    model_config = SettingsConfigDict(env_prefix="CHURN_", env_nested_delimiter="__", extra="ignore")
+    model_config = SettingsConfigDict(
+        env_prefix="CHURN_", env_nested_delimiter="__", env_ignore_empty=True, extra="ignore"
+    )
 
     home: Path = Field(Path("churn-home"), description="the directory that holds all state")
     data: DataSettings = DataSettings()
