@@ -297,13 +297,18 @@ def test_without_a_feature_store_an_id_alone_is_a_422_naming_the_missing_fields(
         assert "churn features materialize" in refused.json()["detail"]
 
 
-def test_with_a_feature_store_missing_fields_without_an_id_are_not_blamed_on_the_store(
-    client: TestClient, online: tuple[TrainedHome, Any]
+def test_without_a_feature_store_a_full_customer_missing_a_field_is_not_told_about_the_store(
+    trained_home: TrainedHome,
 ) -> None:
-    answer = _post(client, online[0], {"tenure": 3})
-    assert answer.status_code == 422, answer.text
-    assert answer.json()["detail"].startswith("gender: Field required")
-    assert "feature store" not in answer.json()["detail"]
+    customer = dict(trained_home.customers[0])
+    del customer["tenure"]
+    with TestClient(create_app(_settings(trained_home.home))) as client:
+        answer = _post(client, trained_home, customer)
+        batch = _post(client, trained_home, [customer, {"tenure": 3}], "/predict/batch")
+    for refused in (answer, batch):
+        assert refused.status_code == 422, refused.text
+        assert "feature store" not in refused.json()["detail"]
+    assert answer.json()["detail"] == "tenure: Field required"
 
 
 def test_a_lookup_waits_out_a_materialization_holding_the_file(

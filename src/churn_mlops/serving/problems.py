@@ -7,6 +7,7 @@ driver's words; the full cause goes to the server's log.
 import json
 import logging
 import math
+from collections import Counter
 from typing import Any
 
 from fastapi import FastAPI, Request
@@ -20,6 +21,7 @@ from churn_mlops.serving.middleware import BodyTooLargeError
 from churn_mlops.serving.online.errors import FeatureStoreError, StaleFeaturesError, UnknownCustomerError
 from churn_mlops.serving.predlog import PredictionLogError
 from churn_mlops.serving.ratelimit import RateLimitBackendError
+from churn_mlops.serving.traffic import ROUTES
 
 logger = logging.getLogger(__name__)
 SHOWN_IN_DETAIL = 5  # problems named in `detail`; `errors` lists them all
@@ -30,7 +32,6 @@ UNAVAILABLE: dict[type[ChurnError], str] = {
     FeatureStoreError: "the online feature store is unavailable; try again",
 }
 SOMETHING_UNAVAILABLE = "a service this request needs is unavailable; try again"
-PREDICTION_PATHS = frozenset({"/predict", "/predict/batch"})
 NO_ONLINE_STORE = (
     " (this server has no online feature store, so a customer sent by id needs every field too; run"
     " `churn features materialize`, then restart the server, to send customers by id alone)"
@@ -74,20 +75,34 @@ def unavailable(exc: ChurnError) -> str:
 
 
 def _by_id_without_a_store(request: Request, exc: RequestValidationError) -> bool:
-    """Whether a prediction missing fields came with a customer id, on a server that started
-    without an online store to look the rest up."""
-    state, route = request.app.state, request.scope.get("route")
-    if getattr(state, "by_id", True) or getattr(route, "path", None) not in PREDICTION_PATHS:
+    """Whether a prediction was refused for missing fields that an online store would have filled:
+    a customer sent with its id and without most of its features, to a server that started
+    without a store. A full customer missing a field or two is answered as ever."""
+    route = request.scope.get("route")
+    if getattr(request.app.state, "by_id", True) or getattr(route, "path", None) not in ROUTES:
         return False
-    if not any(error.get("type") == "missing" for error in exc.errors()):
+    missing = Counter(_customer(error) for error in exc.errors() if error.get("type") == "missing")
+    if not missing:
         return False
-    try:
-        body = json.loads(exc.body)
-    except (TypeError, ValueError):
-        return False
-    id_field = get_spec(request).id.name
-    customers = body if isinstance(body, list) else [body]
-    return any(isinstance(customer, dict) and id_field in customer for customer in customers)
+    body = exc.body
+    if isinstance(body, bytes | str):
+        try:
+            body = json.loads(body)
+        except ValueError:
+            return False
+    spec = get_spec(request)
+    customers: dict[int | None, Any] = dict(enumerate(body)) if isinstance(body, list) else {None: body}
+    sent = {row: customer for row, customer in customers.items() if isinstance(customer, dict)}
+    return any(
+        row in sent and sent[row].get(spec.id.name) is not None and count > len(spec.features) / 2
+        for row, count in missing.items()
+    )
+
+
+def _customer(error: Any) -> int | None:
+    """The batch row a validation error is about (None in a one-customer body)."""
+    location = error.get("loc", ())
+    return location[1] if len(location) > 1 and isinstance(location[1], int) else None
 
 
 def _problem(error: Any) -> dict[str, Any]:
