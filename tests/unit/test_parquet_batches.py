@@ -1,4 +1,4 @@
-"""Streaming a Parquet source: slices of rows in bounded memory, the same frames polars' reader gives."""
+"""Streaming a Parquet source in slices of rows: the same table as reading it whole."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import polars as pl
 import pyarrow.parquet as pq
 import pytest
 
-from churn_mlops.data.sources import Source, iter_source
+from churn_mlops.data.sources import Source, iter_source, read_source
 from churn_mlops.errors import SourceError
 from tests.factories import raw_customers
 
@@ -40,6 +40,22 @@ def test_a_folder_of_parquet_files_streams_as_one_table_in_file_order(
     frames = list(iter_source(Source(str(folder)), 1_000))
     assert [f.height for f in frames] == [1_000, 1_000, 500]
     assert pl.concat(frames).equals(customers)
+
+
+def test_files_with_other_columns_stream_as_the_whole_read_takes_them(
+    customers: pl.DataFrame, tmp_path: Path
+) -> None:
+    """The first file's columns make the table: a later file's extra column is left out and the
+    column it lacks is null, in the stream as in `read_source`."""
+    folder = tmp_path / "customers"
+    folder.mkdir()
+    customers.head(1_200).write_parquet(folder / "a.parquet")
+    later = customers.tail(1_300).drop("gender").with_columns(pl.lit("x").alias("crm_segment"))
+    later.write_parquet(folder / "b.parquet")
+    streamed = pl.concat(iter_source(Source(str(folder)), 1_000))
+    assert streamed.equals(read_source(Source(str(folder))))
+    assert streamed.columns == customers.columns
+    assert streamed.get_column("gender").null_count() == 1_300
 
 
 def test_a_file_that_is_not_parquet_is_a_source_error(tmp_path: Path) -> None:

@@ -90,10 +90,14 @@ def iter_source(source: Source, batch_rows: int, *, recover: bool = False) -> It
 
 
 def _iter_parquet(path: Path, batch_rows: int) -> Iterator[pl.DataFrame]:
-    """Parquet one slice of rows at a time, each its own query: polars decodes only the pages that
-    slice needs, where its streaming reader decodes row groups ahead (a few hundred MB on a
-    million-row file)."""
-    lazy = pl.scan_parquet(parquet_files(path))
+    """Parquet one slice of rows at a time, each its own query.
+
+    Polars then decodes only the pages a slice needs, where its streaming reader decodes row
+    groups ahead (a few hundred MB on a million-row file). The first file's columns are the
+    table's, as `read_source` takes them: a later file's extra columns are left out, its missing
+    ones are null.
+    """
+    lazy = pl.scan_parquet(parquet_files(path), missing_columns="insert", extra_columns="ignore")
     try:
         rows = lazy.select(pl.len()).collect().item()
         for start in range(0, rows, batch_rows):
