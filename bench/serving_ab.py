@@ -131,12 +131,13 @@ def main() -> None:
     bench.check_machine()
     wrk = bench.ensure_wrk()
     root = args.workdir or Path(tempfile.mkdtemp(prefix="bench-serving-ab-"))
-    fixture = bench.prepare_by_id(root / "by-id", args.rows) if args.by_id else bench.prepare(root, args.rows)
+    full = bench.prepare(root / "by-id" if args.by_id else root, args.rows)  # the bare server's body
+    fixture = bench.prepare_by_id(root / "by-id", args.rows) if args.by_id else full
     servers_dir = Path(tempfile.mkdtemp(prefix="servers-", dir=root))
     servers = [start(variant, fixture, servers_dir) for variant in args.variant]
     if args.bare:
         bare = [sys.executable, str(bench.BARE)]
-        servers.append(bench._launch("bare", bare, dict(os.environ), servers_dir, fixture))
+        servers.append(bench._launch("bare", bare, dict(os.environ), servers_dir, full))
     try:
         for server in servers:
             bench._wait_ready(server)
