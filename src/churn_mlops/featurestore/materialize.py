@@ -99,7 +99,7 @@ def _prepare_sqlite_store(settings: Settings) -> None:
     - WAL mode: a server's lookups read on while a materialization writes, instead of waiting;
     - the lookup index (`lookup_index_sql`), which Feast's writes keep up to date like its own."""
     path = settings.feature_repo_dir / ONLINE_DB
-    if settings.feature_store.redis_url is not None or not path.exists():
+    if settings.feature_store.redis_url or not path.exists():
         return
     try:
         with contextlib.closing(sqlite3.connect(path, timeout=30)) as connection:

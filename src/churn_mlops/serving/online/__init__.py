@@ -38,7 +38,7 @@ def sqlite_path(settings: Settings) -> Path:
 
 def online_configured(settings: Settings) -> bool:
     """Whether customers can be looked up: a Redis online store, or the SQLite file exists."""
-    return settings.feature_store.redis_url is not None or sqlite_path(settings).is_file()
+    return bool(settings.feature_store.redis_url) or sqlite_path(settings).is_file()
 
 
 def online_store(settings: Settings, spec: DatasetSpec) -> OnlineStore | None:
@@ -47,7 +47,7 @@ def online_store(settings: Settings, spec: DatasetSpec) -> OnlineStore | None:
         return None
     store = settings.feature_store
     features = [column.name for column in spec.features]
-    if store.redis_url is not None:
+    if store.redis_url:
         timeout = settings.serving.redis_timeout_seconds
         return RedisOnlineStore(store.redis_url, store.project, spec.id.name, features, timeout)
     timeout = settings.serving.database_timeout_seconds
